@@ -1,0 +1,3 @@
+from fabric_worker.cli import main
+
+main()

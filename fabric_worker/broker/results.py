@@ -1,0 +1,82 @@
+"""Reading results in a consumer group of one's own.
+
+Each reader group keeps its place: a second run continues where the first
+stopped, and an entry read but not acked (the reader died) is read again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import redis
+
+from fabric_worker.protocol import EntryError, Keys, ResultEntry, decode_result
+
+READ_COUNT = 1000
+
+
+def ensure_result_groups(
+    client: redis.Redis, keys: Keys, lanes: tuple[int, ...], group: str, *, from_start: bool
+) -> None:
+    for lane in lanes:
+        stream = keys.results(lane)
+        try:
+            client.xgroup_create(stream, group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+            if from_start:
+                client.xgroup_setid(stream, group, id="0")
+
+
+def read_results(
+    client: redis.Redis,
+    keys: Keys,
+    lanes: tuple[int, ...],
+    *,
+    group: str,
+    consumer: str = "reader",
+    follow: bool = False,
+    block_ms: int = 1000,
+) -> Iterator[ResultEntry | EntryError]:
+    """Yield results (or an EntryError for an entry that is not a result).
+
+    Each batch is acked after the caller has consumed it, so an interrupted
+    reader sees its unacked batch again. Without ``follow`` it ends when every
+    lane is drained.
+    """
+    # First our own pending entries (id 0), then new ones (>).
+    positions = {keys.results(lane): "0" for lane in lanes}
+
+    def emit(stream: str, entries: list) -> Iterator[ResultEntry | EntryError]:  # type: ignore[type-arg]
+        for _entry_id, fields in entries:
+            if not fields:  # deleted while pending
+                continue
+            try:
+                yield decode_result(fields)
+            except EntryError as exc:
+                yield exc
+        if entries:
+            client.xack(stream, group, *(entry_id for entry_id, _ in entries))
+
+    while True:
+        got_any = False
+        for stream, position in list(positions.items()):
+            reply = client.xreadgroup(group, consumer, {stream: position}, count=READ_COUNT)
+            entries = reply[0][1] if reply else []
+            if position == "0" and not entries:
+                positions[stream] = position = ">"
+                reply = client.xreadgroup(group, consumer, {stream: position}, count=READ_COUNT)
+                entries = reply[0][1] if reply else []
+            got_any = got_any or bool(entries)
+            yield from emit(stream, entries)
+        if got_any or "0" in positions.values():
+            continue
+        if not follow:
+            return
+        # Nothing anywhere: block on all lanes at once until something arrives.
+        reply = client.xreadgroup(
+            group, consumer, dict.fromkeys(positions, ">"), count=READ_COUNT, block=block_ms
+        )
+        for stream, entries in reply or []:
+            yield from emit(stream.decode() if isinstance(stream, bytes) else stream, entries)

@@ -1,0 +1,13 @@
+"""The submit-and-exit client: validate jobs, lane them, enqueue them once."""
+
+from producers.client import BackpressureError, FabricClient, SubmitReport
+from producers.validation import InvalidJobsError, Job, JobError
+
+__all__ = [
+    "BackpressureError",
+    "FabricClient",
+    "InvalidJobsError",
+    "Job",
+    "JobError",
+    "SubmitReport",
+]

@@ -1,0 +1,205 @@
+"""FabricClient: submit jobs and exit.
+
+One server-side script per lane batch does dedupe, the backlog-cap check, the
+``XADD`` and the backlog ``INCRBY`` atomically, so a retried submit (after a
+dropped connection, or a producer run twice) never enqueues a job twice.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import redis
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    retry_if_result,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from fabric_worker.broker.connection import DEFAULT_URL, TRANSIENT_ERRORS, connect
+from fabric_worker.broker.namespace import load_config
+from fabric_worker.broker.scripts import register
+from fabric_worker.fleet_config import FleetConfig
+from fabric_worker.protocol import Keys, encode_job
+from producers.validation import InvalidJobsError, Job, JobError, LanedJob, validate_job
+
+T = TypeVar("T")
+
+BATCH_SIZE = 500  # jobs per script call: large enough to amortise, small enough not to stall Redis
+
+
+@dataclass(slots=True)
+class SubmitReport:
+    """What a submit did: ``ids`` in the order the jobs were given."""
+
+    ids: list[str] = field(default_factory=list)
+    num_submitted: int = 0
+    num_duplicates: int = 0
+    duplicate_ids: list[str] = field(default_factory=list)
+
+
+class BackpressureError(RuntimeError):
+    """A lane's backlog stayed at its cap for the whole wait. ``report`` says
+    what was submitted before giving up; the rest can be submitted again."""
+
+    def __init__(self, message: str, report: SubmitReport, num_pending: int) -> None:
+        super().__init__(message)
+        self.report = report
+        self.num_pending = num_pending
+
+
+class FabricClient:
+    """Submit-and-exit producer client for one namespace."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        namespace: str = "fabric",
+        *,
+        backpressure_timeout_s: float = 60.0,
+        retry_budget_s: float = 30.0,
+    ) -> None:
+        self._redis = client
+        self.keys = Keys(namespace)
+        self.backpressure_timeout_s = backpressure_timeout_s
+        self.retry_budget_s = retry_budget_s
+        self._script = register(client, "submit")
+        self._config: FleetConfig | None = None
+
+    @classmethod
+    def from_url(
+        cls, url: str = DEFAULT_URL, namespace: str = "fabric", **options: float
+    ) -> FabricClient:
+        return cls(connect(url), namespace, **options)
+
+    @property
+    def config(self) -> FleetConfig:
+        """The namespace's fleet config, loaded once (with connection retries)."""
+        if self._config is None:
+            self._config = self._retrying_call(lambda: load_config(self._redis, self.keys))
+        return self._config
+
+    def close(self) -> None:
+        self._redis.close()
+
+    def __enter__(self) -> FabricClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def validate(self, jobs: Iterable[Job]) -> list[LanedJob]:
+        """Validate every job; raises InvalidJobsError listing each bad one."""
+        now = time.time()
+        laned: list[LanedJob] = []
+        errors: list[JobError] = []
+        for index, job in enumerate(jobs):
+            try:
+                laned.append(validate_job(job, self.config, submitted_at=now))
+            except JobError as exc:
+                errors.append(JobError(exc.reason, index))
+        if errors:
+            raise InvalidJobsError(errors)
+        return laned
+
+    def submit(self, jobs: Iterable[Job]) -> SubmitReport:
+        """Validate all jobs, then enqueue them. Nothing is written if any is
+        invalid. Waits (with backoff) while a lane is at its backlog cap, up to
+        ``backpressure_timeout_s``, then raises BackpressureError."""
+        return self.submit_laned(self.validate(jobs))
+
+    def submit_laned(self, laned: list[LanedJob]) -> SubmitReport:
+        """Enqueue jobs already validated by :meth:`validate`."""
+        report = SubmitReport(ids=[job.entry.id for job in laned])
+        nonce = uuid.uuid4().hex[:16]
+        # An id given twice in one call is a duplicate of its first occurrence;
+        # sending both would make the second look like our own retried write.
+        seen: set[str] = set()
+        pending = []
+        for job in laned:
+            if job.entry.id in seen:
+                report.num_duplicates += 1
+                report.duplicate_ids.append(job.entry.id)
+            else:
+                seen.add(job.entry.id)
+                pending.append(job)
+
+        def round_trip() -> list[LanedJob]:
+            nonlocal pending
+            pending = self._retrying_call(lambda: self._send(pending, nonce, report))
+            return pending
+
+        waiting = Retrying(
+            retry=retry_if_result(bool),
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
+            stop=stop_after_delay(self.backpressure_timeout_s),
+        )
+        try:
+            waiting(round_trip)
+        except RetryError:
+            lanes = sorted({job.lane for job in pending})
+            raise BackpressureError(
+                f"backlog of lane(s) {lanes} stayed at the cap of "
+                f"{self.config.backlog_cap_tokens} tokens for {self.backpressure_timeout_s:g} s; "
+                f"{len(pending)} job(s) not submitted (submitted {report.num_submitted}, "
+                f"duplicates {report.num_duplicates}); retry later: ids already queued "
+                f"are not enqueued twice",
+                report,
+                len(pending),
+            ) from None
+        return report
+
+    def _retrying_call(self, call: Callable[[], T]) -> T:
+        retrying = Retrying(
+            retry=retry_if_exception_type(TRANSIENT_ERRORS),
+            wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
+            stop=stop_after_delay(self.retry_budget_s),
+            reraise=True,
+        )
+        return retrying(call)
+
+    def _send(self, jobs: list[LanedJob], nonce: str, report: SubmitReport) -> list[LanedJob]:
+        """One pipelined round of script calls. Returns the jobs the backlog cap
+        turned away. On a connection error nothing in ``report`` changes, and
+        the whole round is sent again: dedupe makes that safe."""
+        by_lane: dict[int, list[LanedJob]] = defaultdict(list)
+        for job in jobs:
+            by_lane[job.lane].append(job)
+        batches = [
+            lane_jobs[i : i + BATCH_SIZE]
+            for lane_jobs in by_lane.values()
+            for i in range(0, len(lane_jobs), BATCH_SIZE)
+        ]
+        pipe = self._redis.pipeline(transaction=False)
+        cap = self.config.backlog_cap_tokens
+        for batch in batches:
+            lane = batch[0].lane
+            keys = [self.keys.jobs(lane), self.keys.backlog(lane)]
+            keys += [self.keys.job(lane, job.entry.id) for job in batch]
+            args: list[bytes | str | int] = [cap, nonce]
+            for job in batch:
+                fields = encode_job(job.entry)
+                args += [job.cost_tokens, fields["h"], fields["t"]]
+            self._script(keys=keys, args=args, client=pipe)
+        replies = pipe.execute()
+        turned_away: list[LanedJob] = []
+        mine = f" {nonce}".encode()
+        for batch, reply in zip(batches, replies, strict=True):
+            for job, outcome in zip(batch, reply, strict=False):
+                # Our own earlier write (a round whose reply was lost) counts as
+                # submitted: the state carries this call's nonce.
+                if outcome.startswith(b"new ") or outcome.endswith(mine):
+                    report.num_submitted += 1
+                else:
+                    report.num_duplicates += 1
+                    report.duplicate_ids.append(job.entry.id)
+            turned_away += batch[len(reply) :]
+        return turned_away

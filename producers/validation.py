@@ -1,0 +1,143 @@
+"""Producer-side validation: every job is checked before anything is written.
+
+Pure code: a job and the fleet config in, a laned, packed job or a reason out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fabric_worker.fleet_config import FleetConfig
+from fabric_worker.protocol import MAX_CLASS_CHARS, JobEntry, is_valid_id
+
+JSON_FIELDS = frozenset({"tokens", "max_new_tokens", "id", "class", "end_id"})
+
+
+class JobError(ValueError):
+    """One job that cannot be submitted, and why."""
+
+    def __init__(self, reason: str, index: int | None = None) -> None:
+        super().__init__(reason if index is None else f"job {index}: {reason}")
+        self.reason = reason
+        self.index = index
+
+
+class InvalidJobsError(ValueError):
+    """Some jobs of a submit were invalid; nothing was written."""
+
+    def __init__(self, errors: list[JobError]) -> None:
+        shown = "; ".join(str(e) for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        super().__init__(f"{len(errors)} invalid job(s), nothing submitted: {shown}{more}")
+        self.errors = errors
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A pre-tokenized job. ``id`` is generated when absent."""
+
+    tokens: Sequence[int]
+    max_new_tokens: int
+    id: str | None = None
+    prefix_class: str | None = None
+    end_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LanedJob:
+    """A validated job: its lane, its padded cost and its entry."""
+
+    lane: int
+    cost_tokens: int
+    entry: JobEntry
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _pack_prompt(tokens: object, vocab_size: int) -> array[int]:
+    if isinstance(tokens, str | bytes) or not isinstance(tokens, Sequence | array):
+        raise JobError(f"tokens must be a list of integers, got {type(tokens).__name__}")
+    if len(tokens) == 0:
+        raise JobError("tokens is empty")
+    # Fast path in C: type check by set of types, range check by array + max.
+    if isinstance(tokens, array):
+        packed = array("I", tokens) if tokens.typecode != "I" else tokens
+    elif set(map(type, tokens)) <= {int}:
+        try:
+            packed = array("I", tokens)
+        except OverflowError:
+            packed = None
+    else:
+        packed = None
+    if packed is None or max(packed) >= vocab_size:
+        for i, token in enumerate(tokens):
+            if not _is_int(token):
+                raise JobError(f"tokens[{i}] = {token!r} is not an integer")
+            if not 0 <= token < vocab_size:
+                raise JobError(f"tokens[{i}] = {token} is outside [0, {vocab_size})")
+        packed = array("I", tokens)  # every token checked above: cannot fail now
+    return packed
+
+
+def validate_job(job: Job, config: FleetConfig, *, submitted_at: float = 0.0) -> LanedJob:
+    """Check one job against the fleet config. Raises JobError with the reason."""
+    tokens = _pack_prompt(job.tokens, config.vocab_size)
+    lane = config.lane_for(len(tokens))
+    if lane is None:
+        raise JobError(
+            f"prompt of {len(tokens)} tokens exceeds the largest lane ({config.max_prompt_tokens})"
+        )
+    if not _is_int(job.max_new_tokens) or job.max_new_tokens < 1:
+        raise JobError(f"max_new_tokens must be an integer >= 1, got {job.max_new_tokens!r}")
+    limit = config.max_new_tokens_for(lane)
+    if job.max_new_tokens > limit:
+        raise JobError(
+            f"max_new_tokens {job.max_new_tokens} exceeds {limit}, the most lane {lane} "
+            f"allows (max_seq_len {config.max_seq_len})"
+        )
+    job_id = job.id if job.id is not None else uuid.uuid4().hex
+    if not isinstance(job_id, str) or not is_valid_id(job_id):
+        raise JobError(f"id {job_id!r} must be 1 to 128 characters from [A-Za-z0-9._:-]")
+    if job.prefix_class is not None and (
+        not isinstance(job.prefix_class, str) or not 0 < len(job.prefix_class) <= MAX_CLASS_CHARS
+    ):
+        raise JobError(f"class must be a string of 1 to {MAX_CLASS_CHARS} characters")
+    if job.end_id is not None and (
+        not _is_int(job.end_id) or not 0 <= job.end_id < config.vocab_size
+    ):
+        raise JobError(f"end_id {job.end_id!r} must be an integer in [0, {config.vocab_size})")
+    entry = JobEntry(
+        id=job_id,
+        tokens=tokens,
+        max_new_tokens=job.max_new_tokens,
+        prefix_class=job.prefix_class,
+        end_id=job.end_id,
+        submitted_at=submitted_at,
+    )
+    return LanedJob(lane=lane, cost_tokens=lane + job.max_new_tokens, entry=entry)
+
+
+def job_from_json(obj: Any) -> Job:
+    """A Job from one decoded JSONL object (fields: tokens, max_new_tokens, id,
+    class, end_id). Raises JobError on structure; values are checked later."""
+    if not isinstance(obj, dict):
+        raise JobError(f"expected a JSON object, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - JSON_FIELDS)
+    if unknown:
+        raise JobError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(JSON_FIELDS))})")
+    for name in ("tokens", "max_new_tokens"):
+        if name not in obj:
+            raise JobError(f"missing field {name!r}")
+    return Job(
+        tokens=obj["tokens"],
+        max_new_tokens=obj["max_new_tokens"],
+        id=obj.get("id"),
+        prefix_class=obj.get("class"),
+        end_id=obj.get("end_id"),
+    )
