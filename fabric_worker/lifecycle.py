@@ -32,6 +32,8 @@ class JobState(enum.Enum):
     LOST = "lost"  # lease lost to another worker (terminal)
     RELEASED = "released"  # handed back unstarted on a graceful stop (terminal)
     DEAD = "dead"  # dead-lettered (terminal)
+    RETRIED = "retried"  # the engine failed it; let go for the next reclaim to retry (terminal)
+    ABANDONED = "abandoned"  # cancelled at teardown; left pending for reclaim (terminal)
 
     @property
     def is_terminal(self) -> bool:
@@ -40,7 +42,15 @@ class JobState(enum.Enum):
 
 
 _TERMINAL_JOB_STATES = frozenset(
-    {JobState.COMPLETED, JobState.DUPLICATE, JobState.LOST, JobState.RELEASED, JobState.DEAD}
+    {
+        JobState.COMPLETED,
+        JobState.DUPLICATE,
+        JobState.LOST,
+        JobState.RELEASED,
+        JobState.DEAD,
+        JobState.RETRIED,
+        JobState.ABANDONED,
+    }
 )
 
 
@@ -55,6 +65,8 @@ class JobEvent(enum.Enum):
     LEASE_LOST = "lease_lost"  # the lease renewer found the entry owned by another worker
     RELEASED = "released"  # handed back to the group on a graceful stop
     DEAD_LETTERED = "dead_lettered"  # moved to the dead-letter stream
+    ATTEMPT_FAILED = "attempt_failed"  # the engine returned an error for it
+    ABANDONED = "abandoned"  # the worker tears down before the engine finished it
 
 
 _J = JobState
@@ -78,6 +90,8 @@ JOB_TRANSITIONS: Mapping[tuple[JobState, JobEvent], JobState] = MappingProxyType
         (_J.QUEUED, _E.DEAD_LETTERED): _J.DEAD,
         (_J.RUNNING, _E.DEAD_LETTERED): _J.DEAD,
         (_J.FINISHED, _E.DEAD_LETTERED): _J.DEAD,
+        (_J.FINISHED, _E.ATTEMPT_FAILED): _J.RETRIED,
+        (_J.RUNNING, _E.ABANDONED): _J.ABANDONED,
     }
 )
 """Every legal job step: (state, event) -> next state."""

@@ -38,7 +38,9 @@ def trace_jobs(
     """``num_jobs`` jobs cycling through the trace sample's lengths."""
     rng = random.Random(seed)
     lengths = trace_lengths()
-    prefixes = [[rng.randrange(vocab_size) for _ in range(prefix_tokens)] for _ in range(num_classes)]
+    prefixes = [
+        [rng.randrange(vocab_size) for _ in range(prefix_tokens)] for _ in range(num_classes)
+    ]
     for i in range(num_jobs):
         prompt_len, output_len = lengths[i % len(lengths)]
         prompt_len = max(1, min(prompt_len, max_prompt_tokens))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from functools import cache
 from importlib import resources
-
 from typing import Any
 
 from redis.commands.core import AsyncScript, Script

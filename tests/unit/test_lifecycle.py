@@ -35,6 +35,8 @@ EXPECTED_JOB = {
     (J.QUEUED, E.DEAD_LETTERED): J.DEAD,
     (J.RUNNING, E.DEAD_LETTERED): J.DEAD,
     (J.FINISHED, E.DEAD_LETTERED): J.DEAD,
+    (J.FINISHED, E.ATTEMPT_FAILED): J.RETRIED,
+    (J.RUNNING, E.ABANDONED): J.ABANDONED,
 }
 
 EXPECTED_WORKER = {
@@ -88,7 +90,7 @@ def test_invalid_transition_is_a_value_error() -> None:
 
 
 def test_job_terminal_states_have_no_way_out() -> None:
-    terminal = {J.COMPLETED, J.DUPLICATE, J.LOST, J.RELEASED, J.DEAD}
+    terminal = {J.COMPLETED, J.DUPLICATE, J.LOST, J.RELEASED, J.DEAD, J.RETRIED, J.ABANDONED}
     assert {state for state in JobState if state.is_terminal} == terminal
     assert {state for state, _ in EXPECTED_JOB} == set(JobState) - terminal
 

@@ -1,0 +1,104 @@
+"""``null``: an engine that costs nothing, for supply-chain benchmarks.
+
+Every request submitted finishes on the next :meth:`NullEngine.poll` with
+the same tokens the simulator would produce
+(:func:`engines.sim.outputs.expected_output`), and no time passes. What is
+left to measure is everything around the engine: Redis, admission, the
+drain. Bad requests fail exactly as in ``sim``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+
+from engines.contract import (
+    Capacity,
+    EngineFatalError,
+    EngineOutput,
+    EngineRequest,
+    EngineStats,
+    FinishReason,
+    ThreadOwner,
+)
+from engines.manifest import Manifest, ManifestError
+from engines.sim.outputs import expected_output
+from engines.sim.sequence import request_problem
+
+
+class NullEngine:
+    """The zero-cost :class:`~engines.contract.Engine`. Its manifest's device is ``cpu``."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        if manifest.device != "cpu":
+            raise ManifestError(
+                None, "device", f"{manifest.device!r}: the null engine runs on 'cpu' only"
+            )
+        self._owner = ThreadOwner()
+        self._capacity = manifest.capacity()
+        self._stats = EngineStats()
+        self._pending: dict[int, EngineRequest] = {}  # submitted, not yet polled
+        self._ready: list[EngineOutput] = []  # errors and cancellations
+        self._is_closed = False
+
+    @property
+    def capacity(self) -> Capacity:
+        self._owner.check()
+        return self._capacity
+
+    def submit(self, requests: Sequence[EngineRequest]) -> None:
+        """Accept requests; each finishes on the next poll (bad ones as ERROR)."""
+        self._owner.check()
+        self._check_open()
+        for request in requests:
+            if request.request_id in self._pending:
+                problem: str | None = (
+                    f"duplicate request_id {request.request_id}: the engine already holds it"
+                )
+            else:
+                problem = request_problem(request, self._capacity)
+            if problem is None:
+                self._pending[request.request_id] = request
+            else:
+                self._ready.append(
+                    EngineOutput(request.request_id, [], FinishReason.ERROR, f"null: {problem}")
+                )
+
+    def poll(self, timeout_s: float) -> list[EngineOutput]:
+        """Finish everything submitted; never waits."""
+        self._owner.check()
+        self._check_open()
+        outputs, self._ready = self._ready, []
+        if self._pending:
+            self._stats.num_steps += 1
+        for request in self._pending.values():
+            tokens, reason = expected_output(request.prompt, request.max_new_tokens, request.end_id)
+            self._stats.prompt_tokens += len(request.prompt)
+            self._stats.generated_tokens += len(tokens)
+            self._stats.computed_tokens += len(request.prompt) + len(tokens)
+            outputs.append(EngineOutput(request.request_id, tokens, reason))
+        self._pending.clear()
+        return outputs
+
+    def cancel(self, request_ids: Iterable[int]) -> None:
+        """Cancelled requests come back from the next poll with no tokens."""
+        self._owner.check()
+        for request_id in request_ids:
+            if self._pending.pop(request_id, None) is not None:
+                self._ready.append(EngineOutput(request_id, [], FinishReason.CANCELLED))
+
+    def stats(self) -> EngineStats:
+        """A snapshot of the counters; ``busy_s`` stays 0."""
+        self._owner.check()
+        return replace(self._stats, extra={})
+
+    def close(self) -> None:
+        """Drop everything. Idempotent."""
+        self._owner.check()
+        self._is_closed = True
+        self._pending.clear()
+        self._ready.clear()
+
+    def _check_open(self) -> None:
+        if self._is_closed:
+            raise EngineFatalError("null: engine is closed")

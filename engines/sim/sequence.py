@@ -1,0 +1,130 @@
+"""One request inside the simulator, and the interface its batchers share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engines.contract import Capacity, EngineOutput, EngineRequest, FinishReason
+from engines.sim.cost import IterationWork
+from engines.sim.outputs import MAX_TOKEN_ID, expected_output
+
+
+@dataclass(slots=True, eq=False)
+class SimSequence:
+    """A request the simulator holds.
+
+    Its output is a pure function of the job (:func:`expected_output`),
+    computed when the batcher first asks for it, so the batcher knows how
+    many iterations a request will decode as soon as it starts.
+    """
+
+    request: EngineRequest
+    num_blocks: int  # KV blocks reserved while it runs: prompt + max_new_tokens
+    block_hashes: list[int]  # chained hashes of the prompt's full blocks
+    num_prompt_done: int = 0  # prompt tokens whose KV exists (cached or computed)
+    first_token_step: int | None = None  # the iteration that produced token 1
+    _expected: tuple[list[int], FinishReason] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def output(self) -> list[int]:
+        """Every token it will generate, in order."""
+        return self._result()[0]
+
+    @property
+    def request_id(self) -> int:
+        return self.request.request_id
+
+    @property
+    def prompt_len(self) -> int:
+        return len(self.request.prompt)
+
+    def started_at(self) -> int:
+        """The iteration that produced its first token (it must have one)."""
+        if self.first_token_step is None:
+            raise RuntimeError(f"sim: request {self.request_id} has not started decoding")
+        return self.first_token_step
+
+    def finished(self) -> EngineOutput:
+        """Its output when it ran to the end."""
+        tokens, reason = self._result()
+        return EngineOutput(self.request_id, list(tokens), reason)
+
+    def cancelled(self, num_generated: int) -> EngineOutput:
+        """Its output when cancelled after ``num_generated`` tokens."""
+        return EngineOutput(self.request_id, self.output[:num_generated], FinishReason.CANCELLED)
+
+    def _result(self) -> tuple[list[int], FinishReason]:
+        if self._expected is None:
+            request = self.request
+            self._expected = expected_output(request.prompt, request.max_new_tokens, request.end_id)
+        return self._expected
+
+
+def blocks_for(num_tokens: int, block_tokens: int) -> int:
+    """KV blocks needed to hold ``num_tokens`` tokens."""
+    return -(-num_tokens // block_tokens)
+
+
+def request_problem(request: EngineRequest, capacity: Capacity) -> str | None:
+    """Why the engine cannot run this request, or None when it can.
+
+    A bad request is failed on its own (ERROR output) rather than raised:
+    one malformed job must not take the engine down.
+    """
+    prompt = request.prompt
+    if len(prompt) == 0:
+        return "empty prompt"
+    if request.max_new_tokens < 1:
+        return f"max_new_tokens {request.max_new_tokens} must be >= 1"
+    total = len(prompt) + request.max_new_tokens
+    if total > capacity.max_seq_len:
+        return (
+            f"prompt ({len(prompt)}) + max_new_tokens ({request.max_new_tokens}) = {total}"
+            f" exceeds max_seq_len ({capacity.max_seq_len})"
+        )
+    num_blocks = blocks_for(total, capacity.kv_block_tokens)
+    num_kv_blocks = capacity.kv_cache_tokens // capacity.kv_block_tokens
+    if num_blocks > num_kv_blocks:
+        return f"needs {num_blocks} KV blocks, the cache has {num_kv_blocks}"
+    if min(prompt) < 0 or max(prompt) > MAX_TOKEN_ID:
+        return f"prompt token out of range 0..{MAX_TOKEN_ID}"
+    return None
+
+
+class Batcher(Protocol):
+    """Decides what each iteration computes (in-flight or static batching).
+
+    A batcher owns the waiting and running requests and the KV accounting; it
+    knows nothing of clocks or threads. It updates the engine's token counters
+    (all of :class:`~engines.contract.EngineStats` but ``busy_s`` and
+    ``num_steps``) as it schedules.
+    """
+
+    @property
+    def num_waiting(self) -> int: ...
+
+    @property
+    def num_running(self) -> int: ...
+
+    @property
+    def num_used_blocks(self) -> int:
+        """KV blocks reserved by the requests it runs."""
+        ...
+
+    def add(self, seq: SimSequence) -> None:
+        """Queue a validated request (FIFO)."""
+        ...
+
+    def step(self, step: int) -> tuple[IterationWork, list[EngineOutput]]:
+        """Plan and complete iteration number ``step`` (0, 1, ...).
+
+        Returns the work done and the requests that finished with it. Only
+        called while the batcher holds requests; every call makes progress.
+        """
+        ...
+
+    def cancel(self, request_id: int, num_steps: int) -> EngineOutput | None:
+        """Remove a request after ``num_steps`` iterations ran; its CANCELLED
+        output, or None when the batcher does not hold it."""
+        ...

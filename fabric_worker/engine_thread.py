@@ -1,0 +1,141 @@
+"""The one thread that owns the engine.
+
+It creates the engine (so the engine binds to it), feeds it what admission
+hands over, steps it, and passes finished outputs to the drain. Nothing else
+calls the engine. Both hand-offs are bounded: the inbox by the engine's batch
+size (level 5), the outbox by a count of outputs (level 7); a full outbox
+blocks this thread, which is the signal that result writing is behind.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from engines.contract import Capacity, Engine, EngineOutput, EngineRequest, EngineStats
+
+POLL_S = 0.002  # an engine with work returns as soon as anything finishes; this bounds a poll
+IDLE_WAIT_S = 0.05  # an idle engine thread sleeps on its inbox, woken by submit/cancel/stop
+
+
+class EngineThread:
+    """Runs ``factory()`` and then the engine loop on a dedicated thread."""
+
+    def __init__(
+        self,
+        factory: Callable[[], Engine],
+        *,
+        max_outbox: int = 4096,
+        on_output: Callable[[], None] = lambda: None,
+        name: str = "engine",
+    ) -> None:
+        self._factory = factory
+        self._on_output = on_output
+        self._cond = threading.Condition()
+        self._inbox: deque[EngineRequest] = deque()
+        self._cancels: list[int] = []
+        self._stopping = False
+        self.num_held = 0  # requests inside the engine (written by this thread only)
+        self.outbox: queue.Queue[EngineOutput] = queue.Queue(maxsize=max_outbox)
+        self.ready = threading.Event()
+        self.capacity: Capacity | None = None
+        self.error: BaseException | None = None  # creation or fatal step error
+        self.stats = EngineStats()  # a snapshot, replaced (never mutated) by this thread
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    # --- called from the asyncio side ---------------------------------------
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def inbox_depth(self) -> int:
+        return len(self._inbox)
+
+    def submit(self, requests: Sequence[EngineRequest]) -> None:
+        with self._cond:
+            self._inbox.extend(requests)
+            self._cond.notify()
+
+    def cancel(self, request_ids: Sequence[int]) -> None:
+        with self._cond:
+            self._cancels.extend(request_ids)
+            self._cond.notify()
+
+    def stop(self) -> None:
+        """Ask the loop to cancel everything it holds, emit it, close and exit."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+
+    def join(self, timeout_s: float) -> bool:
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    @property
+    def is_alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # --- the thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            engine = self._factory()
+            self.capacity = engine.capacity
+        except BaseException as exc:  # reported to the worker, which exits 2 or 3
+            self.error = exc
+            self.ready.set()
+            return
+        self.ready.set()
+        try:
+            self._loop(engine)
+        except BaseException as exc:
+            self.error = exc
+            self._on_output()  # wake the worker so it sees the error
+        finally:
+            engine.close()
+
+    def _loop(self, engine: Engine) -> None:
+        held: set[int] = set()  # request ids inside the engine
+        cancelled_all = False
+        while True:
+            with self._cond:
+                if not (self._inbox or self._cancels or self._stopping or held):
+                    self._cond.wait(IDLE_WAIT_S)
+                requests = list(self._inbox)
+                self._inbox.clear()
+                cancels, self._cancels = self._cancels, []
+                stopping = self._stopping
+            if requests:
+                engine.submit(requests)
+                held.update(r.request_id for r in requests)
+            if stopping and not cancelled_all:
+                # Everything held comes back as CANCELLED; the worker decides
+                # what to hand back and what to leave for reclaim.
+                engine.cancel(sorted(held))
+                cancelled_all = True
+            elif cancels:
+                engine.cancel(cancels)
+            if held:
+                outputs = engine.poll(POLL_S)
+                if outputs:
+                    held.difference_update(o.request_id for o in outputs)
+                    self._emit(outputs)
+                self.stats = engine.stats()
+            self.num_held = len(held)
+            if stopping and not held:
+                return
+
+    def _emit(self, outputs: list[EngineOutput]) -> None:
+        for output in outputs:
+            while True:
+                try:
+                    self.outbox.put(output, timeout=0.1)
+                    break
+                except queue.Full:
+                    with self._cond:
+                        if self._stopping:
+                            return  # the worker is gone; reclaim will redo this job
+        self._on_output()

@@ -1,0 +1,27 @@
+-- Complete one job: at most one result per job id, ever.
+--
+-- KEYS[1] jobs stream   KEYS[2] results stream
+-- KEYS[3] backlog       KEYS[4] job-state key
+-- ARGV[1] group  ARGV[2] entry id  ARGV[3] padded cost  ARGV[4] retention s
+-- ARGV[5] result header  ARGV[6] result tokens
+--
+-- Returns "ok" when this call wrote the result, "duplicate" when the job was
+-- already done or dead (a slow worker finishing work that was reclaimed and
+-- finished elsewhere): then it only acks.
+local state = redis.call('GET', KEYS[4])
+if state == 'done' or state == 'dead' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'duplicate'
+end
+redis.call('XADD', KEYS[2], '*', 'h', ARGV[5], 't', ARGV[6])
+redis.call('SET', KEYS[4], 'done', 'EX', ARGV[4])
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+-- Delete after the ack: trimming would drop pending work, XDEL only this entry.
+redis.call('XDEL', KEYS[1], ARGV[2])
+-- Only jobs that came through the submit script were counted in the backlog;
+-- an entry written by hand (no state key) was not.
+if state then
+  local left = redis.call('DECRBY', KEYS[3], ARGV[3])
+  if left < 0 then redis.call('SET', KEYS[3], 0) end
+end
+return 'ok'

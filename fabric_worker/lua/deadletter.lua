@@ -1,0 +1,41 @@
+-- Move one entry to the lane's dead-letter stream, with its reason.
+--
+-- KEYS[1] jobs stream   KEYS[2] dead-letter stream
+-- KEYS[3] backlog       KEYS[4] job-state key (any key of the lane if the id is unknown)
+-- ARGV[1] group  ARGV[2] entry id  ARGV[3] padded cost (0 if unknown)
+-- ARGV[4] retention s  ARGV[5] reason  ARGV[6] deliveries  ARGV[7] last error
+-- ARGV[8] worker  ARGV[9] now (unix s)  ARGV[10] "1" if KEYS[4] is the job's own key
+--
+-- Returns "dead" (moved), "done" (finished elsewhere meanwhile: only acked) or
+-- "gone" (the entry no longer exists: only acked).
+local own_key = ARGV[10] == '1'
+local state = false
+if own_key then state = redis.call('GET', KEYS[4]) end
+if state == 'done' or state == 'dead' then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'done'
+end
+local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
+if #found == 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  return 'gone'
+end
+-- Keep the original h and t byte for byte so the entry can be replayed.
+local original = found[1][2]
+local h, t = '', ''
+for i = 1, #original, 2 do
+  if original[i] == 'h' then h = original[i + 1] end
+  if original[i] == 't' then t = original[i + 1] end
+end
+redis.call('XADD', KEYS[2], '*', 'h', h, 't', t, 'reason', ARGV[5], 'deliveries', ARGV[6],
+  'error', ARGV[7], 'worker', ARGV[8], 'entry', ARGV[2], 'failed_at', ARGV[9])
+if own_key then
+  redis.call('SET', KEYS[4], 'dead', 'EX', ARGV[4])
+end
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+if state then
+  local left = redis.call('DECRBY', KEYS[3], ARGV[3])
+  if left < 0 then redis.call('SET', KEYS[3], 0) end
+end
+return 'dead'

@@ -1,0 +1,105 @@
+"""Start a worker process: manifest, fleet config, broker, engine, event loop.
+
+Everything that can be refused is refused here, before anything is claimed:
+an invalid manifest or a namespace without config exits with status 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+from engines.manifest import ManifestError, load_manifest
+from engines.registry import create_engine
+from fabric_worker.broker.connection import connect, connect_async
+from fabric_worker.broker.namespace import load_config
+from fabric_worker.broker.streams import Broker
+from fabric_worker.fleet_config import ConfigError
+from fabric_worker.protocol import Keys
+from fabric_worker.worker import ExitCode, Worker, WorkerOptions, default_consumer
+
+FAULTS = {"poison_token": int, "fatal_after_steps": int, "hang_on_close_s": float}
+
+
+def parse_faults(faults: tuple[str, ...]) -> dict[str, Any]:
+    parsed: dict[str, Any] = {}
+    for item in faults:
+        name, _, value = item.partition("=")
+        if name not in FAULTS or not value:
+            raise ConfigError(f"fault {item!r}: expected one of {sorted(FAULTS)} as NAME=VALUE")
+        parsed[name] = FAULTS[name](value)
+    return parsed
+
+
+def engine_options(
+    backend: str, *, sim_batching: str, sim_clock: str, faults: dict[str, Any]
+) -> dict[str, Any]:
+    if backend != "sim":
+        if faults:
+            raise ConfigError("faults can only be injected into the sim engine")
+        return {}
+    from engines.clock import VirtualClock, WallClock
+    from engines.sim import SimFaults
+
+    return {
+        "batching": sim_batching,
+        "clock": VirtualClock() if sim_clock == "virtual" else WallClock(),
+        "faults": SimFaults(**faults) if faults else None,
+    }
+
+
+def run_worker(
+    *,
+    url: str,
+    keys: Keys,
+    manifest_path: str,
+    consumer: str | None,
+    burst: bool = False,
+    max_tps: bool = False,
+    grace_s: float = 30.0,
+    outage_budget_s: float = 30.0,
+    log_every_s: float = 5.0,
+    sim_batching: str = "inflight",
+    sim_clock: str = "wall",
+    faults: tuple[str, ...] = (),
+) -> ExitCode:
+    """Run one worker until it stops; returns its exit code."""
+    try:
+        manifest = load_manifest(manifest_path)
+        options = engine_options(
+            manifest.backend,
+            sim_batching=sim_batching,
+            sim_clock=sim_clock,
+            faults=parse_faults(faults),
+        )
+        with connect(url) as client:
+            config = load_config(client, keys)
+    except (ManifestError, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return ExitCode.CONFIG
+    worker_options = WorkerOptions(
+        consumer=consumer or default_consumer(),
+        burst=burst,
+        max_tps=max_tps,
+        grace_s=grace_s,
+        outage_budget_s=outage_budget_s,
+        log_every_s=log_every_s,
+    )
+
+    async def main() -> ExitCode:
+        client = connect_async(url)
+        broker = Broker(
+            client,
+            keys,
+            worker_options.consumer,
+            retention_s=config.retention_s,
+            outage_budget_s=outage_budget_s,
+        )
+        worker = Worker(broker, config, lambda: create_engine(manifest, **options), worker_options)
+        try:
+            return await worker.run()
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())

@@ -1,0 +1,65 @@
+"""expected_output: the pure function every sim/null result is checked against."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from engines.contract import FinishReason
+from engines.sim.outputs import VOCAB_SIZE, expected_output
+
+prompts = st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=64)
+
+
+def reference(prompt: list[int], max_new_tokens: int, end_id: int | None) -> list[int]:
+    """The documented algorithm, written the plain way."""
+    state = zlib.crc32(struct.pack(f"<{len(prompt)}I", *prompt))
+    tokens = []
+    for _ in range(max_new_tokens):
+        state = (state * 1664525 + 1013904223) % 2**32
+        token = (state >> 8) % 32000
+        tokens.append(token)
+        if token == end_id:
+            break
+    return tokens
+
+
+def test_known_vector() -> None:
+    # Pinned so a change to the algorithm (which checkers elsewhere rely on) fails loudly.
+    tokens, reason = expected_output([1, 2, 3], 5, None)
+    assert tokens == reference([1, 2, 3], 5, None)
+    assert tokens == [29766, 5584, 23252, 21645, 2444]
+    assert reason is FinishReason.LENGTH
+
+
+@given(prompts, st.integers(1, 300))
+def test_matches_the_documented_algorithm(prompt: list[int], max_new_tokens: int) -> None:
+    tokens, reason = expected_output(prompt, max_new_tokens, None)
+    assert tokens == reference(prompt, max_new_tokens, None)
+    assert reason is FinishReason.LENGTH
+    assert all(0 <= t < VOCAB_SIZE for t in tokens)
+
+
+@given(prompts, st.integers(1, 300), st.integers(0, 20))
+def test_stops_at_end_id_and_includes_it(prompt: list[int], max_new_tokens: int, pick: int) -> None:
+    full, _ = expected_output(prompt, max_new_tokens, None)
+    end_id = full[pick % len(full)]
+    tokens, reason = expected_output(prompt, max_new_tokens, end_id)
+    assert reason is FinishReason.STOP
+    assert tokens == full[: full.index(end_id) + 1]
+    assert tokens[-1] == end_id
+    assert tokens == reference(prompt, max_new_tokens, end_id)
+
+
+def test_end_id_never_produced_runs_to_length() -> None:
+    tokens, reason = expected_output([7, 8], 50, VOCAB_SIZE + 1)
+    assert len(tokens) == 50
+    assert reason is FinishReason.LENGTH
+
+
+def test_depends_on_the_prompt() -> None:
+    assert expected_output([1, 2, 3], 20, None) != expected_output([1, 2, 4], 20, None)
+    assert expected_output([1, 2, 3], 20, None) == expected_output((1, 2, 3), 20, None)
