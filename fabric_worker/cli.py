@@ -386,3 +386,13 @@ def main() -> None:
     except redis.ResponseError as exc:
         click.echo(f"error: Redis refused a command: {exc}", err=True)
         sys.exit(1)
+
+
+def _register_admin_commands() -> None:
+    from fabric_worker.cli_admin import acl, dlq
+
+    cli.add_command(dlq)
+    cli.add_command(acl)
+
+
+_register_admin_commands()

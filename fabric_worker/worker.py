@@ -109,9 +109,25 @@ class Worker:
         self._empty_at: dict[int, int] = {}  # lane -> backlog value at which a read came back empty
         self._est_new_tokens = {lane: float(lane) for lane in config.lanes}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._backlog_tokens = 0
+        self._last_read_count = 0
+        self._num_writing = 0
         self.capacity: Capacity | None = None
         self.budget: TokenBudget | None = None
         self.queue: ClassQueue[Held] | None = None
+
+    def levels(self) -> dict[str, int]:
+        """Depth of each of the eight bounded levels (DESIGN section 5), as seen here."""
+        return {
+            "1_submit_backlog_cap_tokens": self.config.backlog_cap_tokens,
+            "2_lane_backlog_tokens": self._backlog_tokens,
+            "3_ingress_read_entries": self._last_read_count,
+            "4_admission_queue_tokens": self.queue.queued_tokens if self.queue else 0,
+            "5_engine_inbox_requests": self._engine_thread.inbox_depth,
+            "6_in_flight_tokens": self.budget.in_flight_tokens if self.budget else 0,
+            "7_completion_queue_outputs": self._engine_thread.outbox.qsize(),
+            "8_result_writes_in_flight": self._num_writing,
+        }
 
     @property
     def engine_stats(self) -> EngineStats:
@@ -227,6 +243,7 @@ class Worker:
                 await self._wait_or_stop(self._room, 1.0)
                 continue
             backlogs = await self.broker.backlogs(self.config.lanes)
+            self._backlog_tokens = sum(backlogs.values())
             readable = {
                 lane: 0 if self._empty_at.get(lane) == value else value
                 for lane, value in backlogs.items()
@@ -245,6 +262,7 @@ class Worker:
                     self.log(f"worker {self.options.consumer}: burst done, every lane is empty")
                     self.request_stop()
                     return
+            self._last_read_count = len(claimed)
             if claimed:
                 await self._accept(claimed)
 
@@ -402,7 +420,11 @@ class Worker:
                 done.append((held, self._completion(held, out, now_unix)))
         self._admit()
         if done:
-            replies = await self.broker.complete([c for _, c in done])
+            self._num_writing = len(done)
+            try:
+                replies = await self.broker.complete([c for _, c in done])
+            finally:
+                self._num_writing = 0
             for (held, _), reply in zip(done, replies, strict=True):
                 ok = reply == "ok"
                 self.holdings.drop(held, JobEvent.COMMITTED if ok else JobEvent.ALREADY_DONE)
@@ -505,6 +527,8 @@ class Worker:
                     in_flight_tokens=self.budget.in_flight_tokens,
                     queued_tokens=self.queue.queued_tokens,
                 )
+                + " levels "
+                + ",".join(str(v) for v in self.levels().values())
             )
 
     async def _sleep_or_stop(self, seconds: float, *, stop_aware: bool = True) -> None:
