@@ -55,6 +55,7 @@ class PrefixCache:
         for block_hash in hashes:
             if block_hash not in self._blocks:
                 break
+            self._blocks.move_to_end(block_hash)
             num_hits += 1
         return num_hits
 

@@ -98,11 +98,13 @@ class StaticBatcher:
         if batch is not None and request_id not in batch.cancelled:
             for seq in batch.rows:
                 if seq.request_id == request_id:
+                    if batch.num_generated >= len(seq.output):
+                        return None  # done; it comes back, finished, with its batch
                     batch.cancelled.add(request_id)
                     batch.lengths.remove(len(seq.output))
                     if not batch.lengths:
                         self._batch = None  # nothing left worth computing
-                    return seq.cancelled(min(batch.num_generated, len(seq.output)))
+                    return seq.cancelled(batch.num_generated)
         for seq in self._waiting:
             if seq.request_id == request_id:
                 self._waiting.remove(seq)

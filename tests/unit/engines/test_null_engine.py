@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from engines.contract import (
+    Engine,
     EngineFatalError,
     EngineOutput,
     EngineRequest,
@@ -25,7 +26,7 @@ def null() -> Manifest:
 
 
 def test_everything_finishes_on_the_next_poll(null: Manifest) -> None:
-    engine = NullEngine(null)
+    engine: Engine = NullEngine(null)  # mypy checks it meets the contract
     assert engine.poll(timeout_s=5.0) == []
     requests = [EngineRequest(i, [i, 2, 3], 10 + i) for i in range(5)]
     first_tokens = expected_output(requests[0].prompt, 10, None)[0]

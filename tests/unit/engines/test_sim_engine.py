@@ -139,6 +139,24 @@ def test_long_prompt_is_prefilled_in_chunks(
     assert_expected(collect(engine, 1)[0], req)
     assert [w.num_prefill_tokens for w in record.works] == [2048, 2048, 904, 0, 0]
     assert [w.num_decode_tokens for w in record.works] == [0, 0, 0, 1, 1]
+    # each chunk reads the KV of the chunks before it
+    assert [w.num_kv_read_tokens for w in record.works] == [0, 2048, 4096, 5000, 5001]
+
+
+def test_iteration_work_counts_tokens_pairs_and_kv_reads(
+    small: Manifest, clock: VirtualClock, collect: Collect, spy: Callable[[SimEngine], Spy]
+) -> None:
+    engine = SimEngine(small, clock=clock)
+    record = spy(engine)
+    engine.submit([request(1, 100, 3)])
+    collect(engine, 1)
+    assert record.works == [
+        # prefill: token t attends to t + 1 keys (causal); no KV to read yet
+        IterationWork(100, 0, 100 * 101 // 2, 0),
+        # decode: read the KV written so far, attend to it and to itself
+        IterationWork(0, 1, 101, 100),
+        IterationWork(0, 1, 102, 101),
+    ]
 
 
 def test_same_shape_requests_finish_in_submit_order(

@@ -111,6 +111,22 @@ def test_cancel_a_row_shortens_the_batch(small: Manifest, clock: VirtualClock) -
     assert stats.padded_tokens == 20 + 2
 
 
+def test_cancel_a_row_that_is_done_but_waits_for_its_batch(
+    small: Manifest, clock: VirtualClock
+) -> None:
+    engine = SimEngine(small, clock=clock, batching="static")
+    engine.submit([SHORT, LONG])
+    for _ in range(6):  # the short row has all 5 tokens after 5 iterations
+        assert engine.poll(timeout_s=0.0) == []
+    engine.cancel([1])  # too late: it finished, it only waits for the batch
+    outputs = engine.poll(timeout_s=100.0)
+    assert [(o.request_id, o.finish_reason) for o in outputs] == [
+        (1, FinishReason.LENGTH),
+        (2, FinishReason.LENGTH),
+    ]
+    assert outputs[0].tokens == expected(SHORT)
+
+
 def test_cancel_every_row_drops_the_batch(small: Manifest, clock: VirtualClock) -> None:
     engine = SimEngine(small, clock=clock, batching="static")
     engine.submit([SHORT, LONG, EngineRequest(3, [9], 4)])
