@@ -390,9 +390,11 @@ def main() -> None:
 
 def _register_admin_commands() -> None:
     from fabric_worker.cli_admin import acl, dlq
+    from fabric_worker.cli_engine import engine
 
     cli.add_command(dlq)
     cli.add_command(acl)
+    cli.add_command(engine)
 
 
 _register_admin_commands()
