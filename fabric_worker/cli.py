@@ -391,7 +391,10 @@ def main() -> None:
 def _register_admin_commands() -> None:
     from fabric_worker.cli_admin import acl, dlq
     from fabric_worker.cli_engine import engine
+    from fabric_worker.cli_fleet import autoscale, health, top
 
+    for command in (health, top, autoscale):
+        cli.add_command(command)
     cli.add_command(dlq)
     cli.add_command(acl)
     cli.add_command(engine)

@@ -73,6 +73,15 @@ class Keys:
     def config(self) -> str:
         return f"{self.namespace}:config"
 
+    @property
+    def workers(self) -> str:
+        """Sorted set of worker names, scored by their last heartbeat."""
+        return f"{self.namespace}:workers"
+
+    def worker(self, consumer: str) -> str:
+        """A worker's status hash (expires unless the worker keeps publishing)."""
+        return f"{self.namespace}:worker:{consumer}"
+
     def _lane(self, lane: int) -> str:
         return f"{self.namespace}:{{L{lane}}}"
 
