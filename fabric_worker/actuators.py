@@ -122,7 +122,9 @@ class MetricsActuator:
             "fabric_desired_workers", "Workers the backlog needs", registry=self.registry
         )
         self.backlog_gauge = Gauge(
-            "fabric_backlog_tokens", "Padded tokens queued or in flight", ["lane"],
+            "fabric_backlog_tokens",
+            "Padded tokens queued or in flight",
+            ["lane"],
             registry=self.registry,
         )
         self.desired = 0

@@ -29,7 +29,8 @@ def health(ctx: Context, consumer: str) -> None:
     if not status.is_healthy(now):
         click.echo(
             f"unhealthy: {consumer!r} is {status.state}, last heartbeat "
-            f"{now - status.heartbeat_at:.1f} s ago", err=True,
+            f"{now - status.heartbeat_at:.1f} s ago",
+            err=True,
         )
         sys.exit(1)
     click.echo(f"healthy: {consumer!r} is {status.state}, busy {status.busy_fraction:.2f}")
@@ -63,26 +64,65 @@ def top(ctx: Context, once: bool, interval_s: float) -> None:
 
 @click.command()
 @click.option("--actuator", type=click.Choice(["local", "metrics"]), required=True)
-@click.option("--manifest", "manifest_path", required=True, type=click.Path(dir_okay=False),
-              help="The workers' manifest (also the throughput guess until heartbeats arrive).")
+@click.option(
+    "--manifest",
+    "manifest_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="The workers' manifest (also the throughput guess until heartbeats arrive).",
+)
 @click.option("--min", "min_workers", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--max", "max_workers", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--gpus", default=None, help="local: GPU ids, one worker each (e.g. 0,1,2,3).")
-@click.option("--target-drain-s", type=float, default=60.0, show_default=True,
-              help="Size the fleet to drain the backlog in this long.")
-@click.option("--cooldown-s", type=float, default=30.0, show_default=True,
-              help="How long a lower count must be wanted before scaling down.")
+@click.option(
+    "--target-drain-s",
+    type=float,
+    default=60.0,
+    show_default=True,
+    help="Size the fleet to drain the backlog in this long.",
+)
+@click.option(
+    "--cooldown-s",
+    type=float,
+    default=30.0,
+    show_default=True,
+    help="How long a lower count must be wanted before scaling down.",
+)
 @click.option("--interval-s", type=float, default=1.0, show_default=True)
-@click.option("--metrics-port", type=int, default=9100, show_default=True,
-              help="metrics: serve /desired and /metrics here.")
-@click.option("--worker-arg", "worker_args", multiple=True,
-              help="local: extra argument for each worker (repeatable).")
-@click.option("--log-dir", default=None, type=click.Path(file_okay=False),
-              help="local: write each worker's log here.")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=9100,
+    show_default=True,
+    help="metrics: serve /desired and /metrics here.",
+)
+@click.option(
+    "--worker-arg",
+    "worker_args",
+    multiple=True,
+    help="local: extra argument for each worker (repeatable).",
+)
+@click.option(
+    "--log-dir",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="local: write each worker's log here.",
+)
 @pass_context
-def autoscale(ctx: Context, actuator: str, manifest_path: str, min_workers: int, max_workers: int,
-              gpus: str | None, target_drain_s: float, cooldown_s: float, interval_s: float,
-              metrics_port: int, worker_args: tuple[str, ...], log_dir: str | None) -> None:
+def autoscale(
+    ctx: Context,
+    actuator: str,
+    manifest_path: str,
+    min_workers: int,
+    max_workers: int,
+    gpus: str | None,
+    target_drain_s: float,
+    cooldown_s: float,
+    interval_s: float,
+    metrics_port: int,
+    worker_args: tuple[str, ...],
+    log_dir: str | None,
+) -> None:
     """Set the worker count from lane backlog (tokens) and observed throughput."""
     from fabric_worker.actuators import LocalActuator, MetricsActuator
 
@@ -93,9 +133,13 @@ def autoscale(ctx: Context, actuator: str, manifest_path: str, min_workers: int,
         max_workers = min(max_workers, len(gpu_ids))
     # A guess until heartbeats arrive: one full step of tokens every 50 ms.
     guess = manifest.max_num_tokens / 0.05
-    policy = ScalePolicy(min_workers=min_workers, max_workers=max_workers,
-                         target_drain_s=target_drain_s, cooldown_s=cooldown_s,
-                         guess_tokens_per_s=guess)
+    policy = ScalePolicy(
+        min_workers=min_workers,
+        max_workers=max_workers,
+        target_drain_s=target_drain_s,
+        cooldown_s=cooldown_s,
+        guess_tokens_per_s=guess,
+    )
     scaler = Autoscaler(policy)
 
     def log(line: str) -> None:
@@ -103,34 +147,52 @@ def autoscale(ctx: Context, actuator: str, manifest_path: str, min_workers: int,
 
     act: LocalActuator | MetricsActuator
     if actuator == "local":
-        command = [sys.executable, "-m", "fabric_worker", "--redis-url", ctx.url,
-                   "--namespace", ctx.keys.namespace, "worker", "--manifest", manifest_path,
-                   *worker_args]
-        act = LocalActuator(command, gpus=gpu_ids, max_workers=max_workers, log=log,
-                            log_dir=log_dir)
+        command = [
+            sys.executable,
+            "-m",
+            "fabric_worker",
+            "--redis-url",
+            ctx.url,
+            "--namespace",
+            ctx.keys.namespace,
+            "worker",
+            "--manifest",
+            manifest_path,
+            *worker_args,
+        ]
+        act = LocalActuator(
+            command, gpus=gpu_ids, max_workers=max_workers, log=log, log_dir=log_dir
+        )
     else:
         act = MetricsActuator(metrics_port)
         log(f"autoscale: serving /desired and /metrics on port {act.port}")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log(f"autoscale: {actuator} actuator, {min_workers}..{max_workers} workers, drain in "
-        f"{target_drain_s:g} s, cooldown {cooldown_s:g} s, guess {guess:,.0f} tokens/s/worker")
+    log(
+        f"autoscale: {actuator} actuator, {min_workers}..{max_workers} workers, drain in "
+        f"{target_drain_s:g} s, cooldown {cooldown_s:g} s, guess {guess:,.0f} tokens/s/worker"
+    )
     last = None
     try:
         while not stop.is_set():
             values = ctx.redis.mget([ctx.keys.backlog(lane) for lane in config.lanes])
             backlogs = {lane: int(v or 0) for lane, v in zip(config.lanes, values, strict=True)}
             now = time.time()
-            observed = [s.tokens_per_s for s in read_all(ctx.redis, ctx.keys)
-                        if s.is_fresh(now) and s.state == "running"]
+            observed = [
+                s.tokens_per_s
+                for s in read_all(ctx.redis, ctx.keys)
+                if s.is_fresh(now) and s.state == "running"
+            ]
             desired = scaler.update(time.monotonic(), sum(backlogs.values()), observed)
             if isinstance(act, MetricsActuator):
                 act.observe(backlogs)
             act.scale_to(desired)
             if desired != last:
-                log(f"autoscale: backlog {sum(backlogs.values()):,} tokens, "
-                    f"{scaler.per_worker_tps:,.0f} tokens/s per worker -> {desired} workers")
+                log(
+                    f"autoscale: backlog {sum(backlogs.values()):,} tokens, "
+                    f"{scaler.per_worker_tps:,.0f} tokens/s per worker -> {desired} workers"
+                )
                 last = desired
             stop.wait(interval_s)
     finally:

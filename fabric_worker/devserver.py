@@ -6,6 +6,7 @@ on the same port with its data (AOF) intact.
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -22,10 +23,28 @@ class RedisServerMissing(RuntimeError):
     pass
 
 
-def free_port() -> int:
+def _can_bind(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(*, cluster_bus: bool = False) -> int:
+    """A free loopback port. With ``cluster_bus``, one whose port + 10000 (the
+    cluster bus) is free too, which Redis requires to be at most 65535."""
+    if not cluster_bus:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(20_000, 55_535)
+        if _can_bind(port) and _can_bind(port + 10_000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class RedisServer:
@@ -132,6 +151,87 @@ class RedisServer:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cluster_ok(info: object) -> bool:
+    # redis-py parses CLUSTER INFO into a dict; older ones return the raw text.
+    if isinstance(info, dict):
+        return str(info.get("cluster_state")) == "ok"
+    return b"cluster_state:ok" in info if isinstance(info, bytes) else False
+
+
+class RedisClusterServers:
+    """A local Redis Cluster of ``num_masters`` masters (no replicas) on free ports."""
+
+    def __init__(self, directory: Path | None = None, num_masters: int = 3) -> None:
+        self._own_dir = directory is None
+        self.directory = Path(directory or tempfile.mkdtemp(prefix="fabric-cluster-"))
+        self.nodes: list[RedisServer] = []
+        for i in range(num_masters):
+            node_dir = self.directory / f"node{i}"
+            node_dir.mkdir(parents=True, exist_ok=True)
+            self.nodes.append(
+                RedisServer(
+                    node_dir,
+                    port=free_port(cluster_bus=True),
+                    extra_args=[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        "5000",
+                    ],
+                )
+            )
+
+    @property
+    def url(self) -> str:
+        return self.nodes[0].url
+
+    def start(self, timeout_s: float = 30.0) -> RedisClusterServers:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RedisServerMissing(f"redis-cli not found on PATH; {INSTALL_HINT}")
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                "--cluster-replicas",
+                "0",
+                "--cluster-yes",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout_s,
+        )
+        deadline = time.monotonic() + timeout_s
+        for node in self.nodes:
+            client = redis.Redis(host="127.0.0.1", port=node.port)
+            try:
+                while not _cluster_ok(client.execute_command("CLUSTER INFO")):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError("cluster did not reach state ok")
+                    time.sleep(0.05)
+            finally:
+                client.close()
+        return self
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+        if self._own_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> RedisClusterServers:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -76,7 +76,9 @@ class WorkerCollector(Collector):
         yield CounterMetricFamily("fabric_lease_losses", "Leases lost", value=s.lease_losses)
 
 
-def serve(source: Callable[[], MetricsSnapshot], port: int, addr: str = "0.0.0.0") -> CollectorRegistry:
+def serve(
+    source: Callable[[], MetricsSnapshot], port: int, addr: str = "0.0.0.0"
+) -> CollectorRegistry:
     """Serve ``/metrics`` on ``port`` from a daemon thread; returns the registry."""
     registry = CollectorRegistry()
     registry.register(WorkerCollector(source))

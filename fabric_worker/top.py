@@ -21,8 +21,13 @@ def render(client: redis.Redis, keys: Keys, config: FleetConfig) -> Group:
         lanes.add_column(name, justify="right")
     for v in inspect_lanes(client, keys, config.lanes):
         lanes.add_row(
-            str(v.lane), str(v.queued), str(v.in_flight), f"{v.backlog_tokens:,}",
-            "-" if v.lag is None else str(v.lag), str(v.dead), str(v.results),
+            str(v.lane),
+            str(v.queued),
+            str(v.in_flight),
+            f"{v.backlog_tokens:,}",
+            "-" if v.lag is None else str(v.lag),
+            str(v.dead),
+            str(v.results),
         )
     workers = Table(title="workers", title_justify="left")
     for name in ("worker", "status", "busy", "tokens/s", "in-flight tokens", "last heartbeat"):
@@ -32,8 +37,12 @@ def render(client: redis.Redis, keys: Keys, config: FleetConfig) -> Group:
     for s in sorted(statuses, key=lambda s: s.consumer):
         state = s.state if s.is_fresh(now) else f"{s.state} (silent)"
         workers.add_row(
-            s.consumer, state, f"{s.busy_fraction:.2f}", f"{s.tokens_per_s:,.0f}",
-            f"{s.in_flight_tokens:,}", f"{now - s.heartbeat_at:.1f} s ago",
+            s.consumer,
+            state,
+            f"{s.busy_fraction:.2f}",
+            f"{s.tokens_per_s:,.0f}",
+            f"{s.in_flight_tokens:,}",
+            f"{now - s.heartbeat_at:.1f} s ago",
         )
     if not statuses:
         workers.add_row("(none)", "", "", "", "", "")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import redis
+from redis.cluster import RedisCluster
 from tenacity import (
     RetryError,
     Retrying,
@@ -166,6 +167,19 @@ class FabricClient:
         )
         return retrying(call)
 
+    def _script_call(
+        self, batch: list[LanedJob], nonce: str
+    ) -> tuple[list[str], list[bytes | str | int]]:
+        """KEYS and ARGV of one submit-script call (see lua/submit.lua)."""
+        lane = batch[0].lane
+        keys = [self.keys.jobs(lane), self.keys.backlog(lane)]
+        keys += [self.keys.job(lane, job.entry.id) for job in batch]
+        args: list[bytes | str | int] = [self.config.backlog_cap_tokens, nonce]
+        for job in batch:
+            fields = encode_job(job.entry)
+            args += [job.cost_tokens, fields["h"], fields["t"]]
+        return keys, args
+
     def _send(self, jobs: list[LanedJob], nonce: str, report: SubmitReport) -> list[LanedJob]:
         """One pipelined round of script calls. Returns the jobs the backlog cap
         turned away. On a connection error nothing in ``report`` changes, and
@@ -178,18 +192,16 @@ class FabricClient:
             for lane_jobs in by_lane.values()
             for i in range(0, len(lane_jobs), BATCH_SIZE)
         ]
-        pipe = self._redis.pipeline(transaction=False)
-        cap = self.config.backlog_cap_tokens
-        for batch in batches:
-            lane = batch[0].lane
-            keys = [self.keys.jobs(lane), self.keys.backlog(lane)]
-            keys += [self.keys.job(lane, job.entry.id) for job in batch]
-            args: list[bytes | str | int] = [cap, nonce]
-            for job in batch:
-                fields = encode_job(job.entry)
-                args += [job.cost_tokens, fields["h"], fields["t"]]
-            self._script(keys=keys, args=args, client=pipe)
-        replies = pipe.execute()
+        calls = [self._script_call(batch, nonce) for batch in batches]
+        if isinstance(self._redis, RedisCluster):
+            # Scripts cannot be pipelined on a cluster (each batch is one slot,
+            # but a pipeline may span nodes); one round trip per 500 jobs.
+            replies = [self._script(keys=k, args=a) for k, a in calls]
+        else:
+            pipe = self._redis.pipeline(transaction=False)
+            for k, a in calls:
+                self._script(keys=k, args=a, client=pipe)
+            replies = pipe.execute()
         turned_away: list[LanedJob] = []
         mine = f" {nonce}".encode()
         for batch, reply in zip(batches, replies, strict=True):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import redis
+from redis.cluster import RedisCluster
 
 from fabric_worker.protocol import EntryError, Keys, ResultEntry, decode_result
 
@@ -74,9 +75,15 @@ def read_results(
             continue
         if not follow:
             return
-        # Nothing anywhere: block on all lanes at once until something arrives.
-        reply = client.xreadgroup(
-            group, consumer, dict.fromkeys(positions, ">"), count=READ_COUNT, block=block_ms
-        )
-        for stream, entries in reply or []:
-            yield from emit(stream.decode() if isinstance(stream, bytes) else stream, entries)
+        # Nothing anywhere: block until something arrives. One XREADGROUP may
+        # name several streams only when they share a slot, so on a cluster
+        # each lane gets its share of the wait in turn.
+        if isinstance(client, RedisCluster):
+            share = max(1, block_ms // len(positions))
+            waits = [({stream: ">"}, share) for stream in positions]
+        else:
+            waits = [(dict.fromkeys(positions, ">"), block_ms)]
+        for streams, block in waits:
+            reply = client.xreadgroup(group, consumer, streams, count=READ_COUNT, block=block)
+            for stream, entries in reply or []:
+                yield from emit(stream.decode() if isinstance(stream, bytes) else stream, entries)

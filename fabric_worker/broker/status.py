@@ -24,7 +24,9 @@ def read_one(client: redis.Redis, keys: Keys, consumer: str) -> WorkerStatus | N
     return WorkerStatus.from_hash(raw) if raw else None
 
 
-def read_all(client: redis.Redis, keys: Keys, *, forget_after_s: float = 3600.0) -> list[WorkerStatus]:
+def read_all(
+    client: redis.Redis, keys: Keys, *, forget_after_s: float = 3600.0
+) -> list[WorkerStatus]:
     """Every worker whose status hash still exists, by name.
 
     Names whose hash expired more than ``forget_after_s`` ago are dropped from

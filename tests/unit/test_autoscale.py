@@ -4,8 +4,9 @@ import pytest
 
 from fabric_worker.autoscale import Autoscaler, ScalePolicy, per_worker_tokens_per_s
 
-POLICY = ScalePolicy(min_workers=1, max_workers=4, target_drain_s=10, cooldown_s=30,
-                     guess_tokens_per_s=1000)
+POLICY = ScalePolicy(
+    min_workers=1, max_workers=4, target_drain_s=10, cooldown_s=30, guess_tokens_per_s=1000
+)
 
 
 def test_desired_is_backlog_over_throughput_times_drain_time_clamped() -> None:
@@ -57,9 +58,13 @@ def test_min_zero_scales_to_zero_and_any_work_wakes_one() -> None:
 
 @pytest.mark.parametrize(
     ("changes", "field"),
-    [({"min_workers": -1}, "min_workers"), ({"max_workers": 0}, "max_workers"),
-     ({"target_drain_s": 0}, "target_drain_s"), ({"dead_band": 1.0}, "dead_band"),
-     ({"cooldown_s": -1}, "cooldown_s")],
+    [
+        ({"min_workers": -1}, "min_workers"),
+        ({"max_workers": 0}, "max_workers"),
+        ({"target_drain_s": 0}, "target_drain_s"),
+        ({"dead_band": 1.0}, "dead_band"),
+        ({"cooldown_s": -1}, "cooldown_s"),
+    ],
 )
 def test_policy_validation_names_the_field(changes: dict[str, float], field: str) -> None:
     with pytest.raises(ValueError, match=f"^{field}"):
