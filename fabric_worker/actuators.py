@@ -131,7 +131,7 @@ class MetricsActuator:
         actuator = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] == "/desired":
                     body = json.dumps({"desired_workers": actuator.desired}).encode()
                     kind = "application/json"
@@ -146,7 +146,7 @@ class MetricsActuator:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes every few seconds would drown the log
 
         self.server = ThreadingHTTPServer((addr, port), Handler)

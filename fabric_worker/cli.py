@@ -44,7 +44,14 @@ class Context:
     @property
     def redis(self) -> redis.Redis:
         if self._client is None:
-            self._client = connect(self.url)
+            try:
+                self._client = connect(self.url)
+            except ValueError as exc:
+                # Never echo the URL itself: it may hold a password.
+                raise click.BadParameter(
+                    f"{redact(self.url)} is not a usable Redis URL: {type(exc).__name__}",
+                    param_hint="--redis-url",
+                ) from None
         return self._client
 
 
@@ -377,11 +384,12 @@ def main() -> None:
     except BackpressureError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except redis.AuthenticationError as exc:
+        # Before TRANSIENT_ERRORS: redis-py's AuthenticationError is a ConnectionError.
+        click.echo(f"error: Redis refused the credentials: {exc}", err=True)
+        sys.exit(1)
     except TRANSIENT_ERRORS as exc:
         click.echo(f"error: cannot reach Redis: {exc}", err=True)
-        sys.exit(1)
-    except redis.AuthenticationError as exc:
-        click.echo(f"error: Redis refused the credentials: {exc}", err=True)
         sys.exit(1)
     except redis.ResponseError as exc:
         click.echo(f"error: Redis refused a command: {exc}", err=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -12,6 +13,7 @@ import click
 from engines.manifest import load_manifest
 from fabric_worker.autoscale import Autoscaler, ScalePolicy
 from fabric_worker.broker.namespace import load_config
+from fabric_worker.broker.status import backlogs as read_backlogs
 from fabric_worker.broker.status import read_all, read_one
 from fabric_worker.cli import Context, pass_context
 
@@ -147,21 +149,16 @@ def autoscale(
 
     act: LocalActuator | MetricsActuator
     if actuator == "local":
-        command = [
-            sys.executable,
-            "-m",
-            "fabric_worker",
-            "--redis-url",
-            ctx.url,
-            "--namespace",
-            ctx.keys.namespace,
-            "worker",
-            "--manifest",
-            manifest_path,
-            *worker_args,
-        ]
+        # The URL travels in the environment, not argv: it may hold a password.
+        command = [sys.executable, "-m", "fabric_worker", "worker", "--manifest", manifest_path]
+        env = {**os.environ, "FABRIC_REDIS_URL": ctx.url, "FABRIC_NAMESPACE": ctx.keys.namespace}
         act = LocalActuator(
-            command, gpus=gpu_ids, max_workers=max_workers, log=log, log_dir=log_dir
+            [*command, *worker_args],
+            gpus=gpu_ids,
+            max_workers=max_workers,
+            env=env,
+            log=log,
+            log_dir=log_dir,
         )
     else:
         act = MetricsActuator(metrics_port)
@@ -176,8 +173,7 @@ def autoscale(
     last = None
     try:
         while not stop.is_set():
-            values = ctx.redis.mget([ctx.keys.backlog(lane) for lane in config.lanes])
-            backlogs = {lane: int(v or 0) for lane, v in zip(config.lanes, values, strict=True)}
+            backlogs = read_backlogs(ctx.redis, ctx.keys, config.lanes)
             now = time.time()
             observed = [
                 s.tokens_per_s

@@ -19,13 +19,13 @@ from redis.cluster import RedisCluster
 from tenacity import (
     RetryError,
     Retrying,
-    retry_if_exception_type,
+    retry_if_exception,
     retry_if_result,
     stop_after_delay,
     wait_exponential_jitter,
 )
 
-from fabric_worker.broker.connection import DEFAULT_URL, TRANSIENT_ERRORS, connect
+from fabric_worker.broker.connection import DEFAULT_URL, connect, is_transient
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.scripts import register
 from fabric_worker.fleet_config import FleetConfig
@@ -160,7 +160,7 @@ class FabricClient:
 
     def _retrying_call(self, call: Callable[[], T]) -> T:
         retrying = Retrying(
-            retry=retry_if_exception_type(TRANSIENT_ERRORS),
+            retry=retry_if_exception(is_transient),
             wait=wait_exponential_jitter(multiplier=0.05, max=2.0),
             stop=stop_after_delay(self.retry_budget_s),
             reraise=True,

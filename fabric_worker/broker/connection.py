@@ -8,7 +8,7 @@ never logged: :func:`redact` is what any output uses.
 from __future__ import annotations
 
 import os
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -22,6 +22,13 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.BusyLoadingError,
     ConnectionResetError,
 )
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is worth retrying. Refused credentials are not, although
+    redis-py's AuthenticationError subclasses ConnectionError (redis-py 8.1):
+    retrying them only delays the real error by the whole retry budget."""
+    return isinstance(exc, TRANSIENT_ERRORS) and not isinstance(exc, redis.AuthenticationError)
 
 
 def _options() -> dict[str, object]:
@@ -49,14 +56,31 @@ def connect_async(url: str, *, socket_timeout_s: float | None = 30.0) -> redis.a
     return redis.asyncio.Redis.from_url(url, socket_timeout=socket_timeout_s, **_options())
 
 
+# Query parameters redis-py's from_url passes on as secrets (redis-py 8.1
+# parse_url hands any unknown parameter to the connection as a keyword).
+_SECRET_PARAMS = frozenset({"password", "ssl_password"})
+
+
 def redact(url: str) -> str:
-    """``url`` with any password replaced by ``***``, for logs and tables."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{user}:***@{host}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    """``url`` with any password replaced by ``***``, for logs and tables.
+
+    Covers ``user:pass@`` and ``:pass@`` (the last ``@`` ends the user info, so
+    a password may contain ``@``) and ``password=``/``ssl_password=`` in the
+    query. The host part is kept as written. A URL too malformed to split is
+    not shown at all.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<malformed Redis URL>"
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+    query = "&".join(
+        f"{pair.split('=', 1)[0]}=***"
+        if unquote_plus(pair.split("=", 1)[0]).lower() in _SECRET_PARAMS
+        else pair
+        for pair in parts.query.split("&")
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
