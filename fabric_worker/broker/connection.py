@@ -12,6 +12,8 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.cluster import RedisCluster
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -46,14 +48,48 @@ def _options() -> dict[str, object]:
     return options
 
 
+def is_cluster_url(url: str, options: dict[str, object] | None = None) -> bool:
+    """Whether the server at ``url`` is a Redis Cluster node.
+
+    Asks ``HELLO`` (its reply names the server's mode; every user may run it,
+    so least-privilege users are not refused anything). An unreachable server
+    is not a cluster as far as this goes: the caller's first real command then
+    reports the connection error, with its retries.
+    """
+    probe = redis.Redis.from_url(url, socket_timeout=5.0, **(options or _options()))
+    try:
+        reply = probe.execute_command("HELLO")
+    except (redis.ConnectionError, redis.ResponseError):
+        return False
+    finally:
+        probe.close()
+    if isinstance(reply, list):  # RESP2 clients see a flat list of pairs
+        reply = dict(zip(reply[::2], reply[1::2], strict=False))
+    mode = reply.get(b"mode", reply.get("mode", b"")) if isinstance(reply, dict) else b""
+    return (mode.decode() if isinstance(mode, bytes) else str(mode)) == "cluster"
+
+
 def connect(url: str, *, socket_timeout_s: float | None = 30.0) -> redis.Redis:
-    """A synchronous client for ``url`` (bytes responses, hiredis parser)."""
-    return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, **_options())
+    """A synchronous client for ``url`` (bytes responses, hiredis parser);
+    redis-py's cluster client when the server is a cluster node."""
+    options = _options()
+    if is_cluster_url(url, options):
+        options.pop("health_check_interval", None)
+        return RedisCluster.from_url(
+            url, socket_timeout=socket_timeout_s, **options
+        )
+    return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, **options)
 
 
 def connect_async(url: str, *, socket_timeout_s: float | None = 30.0) -> redis.asyncio.Redis:
-    """An asyncio client for ``url``."""
-    return redis.asyncio.Redis.from_url(url, socket_timeout=socket_timeout_s, **_options())
+    """An asyncio client for ``url``; the cluster client on a cluster node."""
+    options = _options()
+    if is_cluster_url(url, options):
+        options.pop("health_check_interval", None)
+        return AsyncRedisCluster.from_url(
+            url, socket_timeout=socket_timeout_s, **options
+        )
+    return redis.asyncio.Redis.from_url(url, socket_timeout=socket_timeout_s, **options)
 
 
 # Query parameters redis-py's from_url passes on as secrets (redis-py 8.1
