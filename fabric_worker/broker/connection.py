@@ -75,9 +75,7 @@ def connect(url: str, *, socket_timeout_s: float | None = 30.0) -> redis.Redis:
     options = _options()
     if is_cluster_url(url, options):
         options.pop("health_check_interval", None)
-        return RedisCluster.from_url(
-            url, socket_timeout=socket_timeout_s, **options
-        )
+        return RedisCluster.from_url(url, socket_timeout=socket_timeout_s, **options)
     return redis.Redis.from_url(url, socket_timeout=socket_timeout_s, **options)
 
 
@@ -86,9 +84,7 @@ def connect_async(url: str, *, socket_timeout_s: float | None = 30.0) -> redis.a
     options = _options()
     if is_cluster_url(url, options):
         options.pop("health_check_interval", None)
-        return AsyncRedisCluster.from_url(
-            url, socket_timeout=socket_timeout_s, **options
-        )
+        return AsyncRedisCluster.from_url(url, socket_timeout=socket_timeout_s, **options)
     return redis.asyncio.Redis.from_url(url, socket_timeout=socket_timeout_s, **options)
 
 
