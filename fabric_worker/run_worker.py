@@ -7,15 +7,20 @@ an invalid manifest or a namespace without config exits with status 2.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import sys
+from types import FrameType
 from typing import Any
+
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
 
 from engines.manifest import ManifestError, load_manifest
 from engines.registry import create_engine
-from fabric_worker.broker.connection import connect, connect_async
+from fabric_worker.broker.connection import connect, connect_async, is_transient
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.streams import Broker
-from fabric_worker.fleet_config import ConfigError
+from fabric_worker.fleet_config import ConfigError, FleetConfig
 from fabric_worker.protocol import Keys
 from fabric_worker.worker import ExitCode, Worker, WorkerOptions, default_consumer
 
@@ -49,6 +54,31 @@ def engine_options(
     }
 
 
+def fetch_config(url: str, keys: Keys, outage_budget_s: float) -> FleetConfig:
+    """The fleet config, riding out a Redis outage as the broker does: a worker
+    started while Redis restarts waits for it, up to the outage budget. Past it
+    the last connection error is raised (the CLI: "cannot reach Redis", exit 1);
+    refused credentials are raised at once."""
+    retrying = Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential_jitter(initial=0.05, max=1.0),
+        stop=stop_after_delay(outage_budget_s),
+        reraise=True,
+    )
+
+    def load() -> FleetConfig:
+        with connect(url) as client:
+            return load_config(client, keys)
+
+    return retrying(load)
+
+
+def _stop_before_start(signum: int, _frame: FrameType | None) -> None:
+    # os.write, not print: a signal handler may interrupt a print to stderr.
+    os.write(2, f"stopped by {signal.Signals(signum).name} before serving\n".encode())
+    raise SystemExit(int(ExitCode.OK))
+
+
 def run_worker(
     *,
     url: str,
@@ -65,6 +95,9 @@ def run_worker(
     faults: tuple[str, ...] = (),
 ) -> ExitCode:
     """Run one worker until it stops; returns its exit code."""
+    # Until the worker's own handlers take over, a stop has nothing to drain.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stop_before_start)
     try:
         manifest = load_manifest(manifest_path)
         options = engine_options(
@@ -73,8 +106,7 @@ def run_worker(
             sim_clock=sim_clock,
             faults=parse_faults(faults),
         )
-        with connect(url) as client:
-            config = load_config(client, keys)
+        config = fetch_config(url, keys, outage_budget_s)
     except (ManifestError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return ExitCode.CONFIG

@@ -166,6 +166,12 @@ class Worker:
     async def run(self) -> ExitCode:
         """Start the engine, serve, tear down. Returns the process exit code."""
         self._loop = asyncio.get_running_loop()
+        # Before the engine starts (which can take minutes): a stop while starting
+        # drains nothing and exits 0, as the lifecycle says, instead of dying of
+        # the signal's default action.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                self._loop.add_signal_handler(sig, self.request_stop)
         self._engine_thread.start()
         await asyncio.to_thread(self._engine_thread.ready.wait)
         error = self._engine_thread.error
@@ -175,9 +181,6 @@ class Worker:
             self.log(f"error: {error}")
             return code
         self._configure(self._engine_thread.capacity)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                self._loop.add_signal_handler(sig, self.request_stop)
         if self.state is WorkerState.STARTING:
             self._step(WorkerEvent.STARTED)
         tasks = [
@@ -484,10 +487,14 @@ class Worker:
         assert self.queue is not None
         self.queue.remove_if(lambda h: h.key in lost)
         cancels = []
+        num_lost = 0
         for key in lost:
             held = self.holdings.get(key)
             if held is None or held.state is JobState.FINISHED:
-                continue  # being written now: the complete script settles it
+                # Completed (or being written) while the renewal was on its way:
+                # not a lost lease; the complete script settles it.
+                continue
+            num_lost += 1
             was_running = held.state is JobState.RUNNING
             self.holdings.lose(held)
             if was_running and held.request_id is not None:
@@ -496,7 +503,8 @@ class Worker:
                 self.meter.lease_lost += 1
         if cancels:
             self._engine_thread.cancel(cancels)
-        self.log(f"worker {self.options.consumer}: lease lost on {len(lost)} entries")
+        if num_lost:
+            self.log(f"worker {self.options.consumer}: lease lost on {num_lost} entries")
 
     async def _reclaim(self) -> None:
         assert self.queue is not None

@@ -122,16 +122,20 @@ class Broker:
         return claimed
 
     async def reclaim(self, lane: int, min_idle_ms: int, count: int = 100) -> list[Claimed]:
-        """Take over entries idle for ``min_idle_ms`` (their owner died or gave
-        them up), following XAUTOCLAIM's cursor to the end. Each comes back with
-        its delivery count, this delivery included."""
+        """Take over at most ``count`` entries idle for ``min_idle_ms`` (their
+        owner died or gave them up), following XAUTOCLAIM's cursor until it has
+        that many or the end. Each comes back with its delivery count, this
+        delivery included."""
         stream = self.keys.jobs(lane)
         cursor: bytes | str = "0-0"
         taken: list[tuple[bytes, dict[bytes, bytes]]] = []
-        while True:
+        # Stop at ``count``: what is claimed past the caller's room would be handed
+        # straight back as a fresh entry, its delivery count lost with it.
+        while len(taken) < count:
+            want = count - len(taken)
             reply = await self._call(
-                lambda c=cursor: self.redis.xautoclaim(  # type: ignore[misc]
-                    stream, GROUP, self.consumer, min_idle_ms, start_id=c, count=count
+                lambda c=cursor, n=want: self.redis.xautoclaim(  # type: ignore[misc]
+                    stream, GROUP, self.consumer, min_idle_ms, start_id=c, count=n
                 )
             )
             cursor, entries = reply[0], reply[1]

@@ -1,0 +1,1 @@
+"""Benchmarks and the chaos driver (``make bench``, ``make chaos``)."""
