@@ -7,10 +7,12 @@
 --
 -- Returns "ok" when this call wrote the result, "duplicate" when the job was
 -- already done or dead (a slow worker finishing work that was reclaimed and
--- finished elsewhere): then it only acks.
+-- finished elsewhere, or a second entry for a finished id): then it writes no
+-- result, and acks and deletes this entry so nothing finished lingers.
 local state = redis.call('GET', KEYS[4])
 if state == 'done' or state == 'dead' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
   return 'duplicate'
 end
 redis.call('XADD', KEYS[2], '*', 'h', ARGV[5], 't', ARGV[6])

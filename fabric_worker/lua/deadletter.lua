@@ -6,14 +6,23 @@
 -- ARGV[4] retention s  ARGV[5] reason  ARGV[6] deliveries  ARGV[7] last error
 -- ARGV[8] worker  ARGV[9] now (unix s)  ARGV[10] "1" if KEYS[4] is the job's own key
 --
--- Returns "dead" (moved), "done" (finished elsewhere meanwhile: only acked) or
+-- Returns "dead" (moved), "done" (finished elsewhere meanwhile: acked and deleted) or
 -- "gone" (the entry no longer exists: only acked).
 local own_key = ARGV[10] == '1'
 local state = false
 if own_key then state = redis.call('GET', KEYS[4]) end
 if state == 'done' or state == 'dead' then
   redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+  redis.call('XDEL', KEYS[1], ARGV[2])
   return 'done'
+end
+-- The id comes from the entry's own header, which may be forged or stale: only
+-- the entry the state names ("queued <this entry> <nonce>") may mark the job
+-- dead and release its backlog. Another entry carrying a live job's id is
+-- dead-lettered alone.
+if state and string.sub(state, 1, 8 + #ARGV[2]) ~= 'queued ' .. ARGV[2] .. ' ' then
+  own_key = false
+  state = false
 end
 local found = redis.call('XRANGE', KEYS[1], ARGV[2], ARGV[2])
 if #found == 0 then

@@ -370,22 +370,29 @@ def test_retry_makes_the_entry_reclaimable_at_once(
     assert info["time_since_delivered"] < LEASE_MS
 
 
-def test_reclaim_follows_the_cursor_to_the_end(
+def test_reclaim_takes_at_most_count_and_resumes_on_the_next_call(
     redis_server: RedisServer, redis_client: redis.Redis, keys: Keys
 ) -> None:
-    """With 250 idle entries and count=100, reclaim takes all of them (three XAUTOCLAIM
-    pages), each with its own delivery count plus this delivery."""
+    """With 250 idle entries and count=100, each reclaim takes at most 100 (what the
+    worker has room for: more would be handed straight back, losing the delivery
+    count); repeated calls take them all, each with its own delivery count plus this
+    delivery."""
     ids = submit(redis_client, keys, *(f"j{i}" for i in range(250)))
 
-    async def body(a: Broker, b: Broker) -> dict[bytes, int]:
+    async def body(a: Broker, b: Broker) -> tuple[list[int], dict[bytes, int]]:
         assert len(await a.read([LANE], 250, None)) == 250
         for extra in range(3):  # earlier deliveries: 1, 2 or 3
             make_idle(redis_client, keys, "A", *ids[extra::3], retrycount=1 + extra)
-        taken = await b.reclaim(LANE, LEASE_MS, count=100)
-        assert all(c.fields for c in taken)
-        return {c.entry_id: c.deliveries for c in taken}
+        sizes: list[int] = []
+        taken: dict[bytes, int] = {}
+        while batch := await b.reclaim(LANE, LEASE_MS, count=100):
+            assert all(c.fields for c in batch)
+            sizes.append(len(batch))
+            taken.update((c.entry_id, c.deliveries) for c in batch)
+        return sizes, taken
 
-    taken = with_brokers(redis_server, keys, body, "A", "B")
+    sizes, taken = with_brokers(redis_server, keys, body, "A", "B")
+    assert sizes == [100, 100, 50]
     assert taken == {eid: 2 + i % 3 for i, eid in enumerate(ids)}
     consumers = redis_client.xpending(keys.jobs(LANE), GROUP)["consumers"]
     assert consumers == [{"name": b"B", "pending": 250}]
@@ -419,3 +426,47 @@ def test_submit_stops_at_the_first_job_over_the_cap(redis_client: redis.Redis, k
     assert redis_client.get(keys.job(LANE, "b")) == b"queued " + out[1].split()[1] + b" n2"
     assert redis_client.ttl(keys.job(LANE, "b")) == -1  # no expiry while queued
     assert redis_client.exists(keys.job(LANE, "c"), keys.job(LANE, "d")) == 0
+
+
+# --- entries that carry someone else's id ---------------------------------------------
+
+
+def test_a_second_entry_for_a_finished_id_is_deleted_without_a_result(
+    redis_server: RedisServer, redis_client: redis.Redis, keys: Keys
+) -> None:
+    """A stray entry for a job already done (written by hand, or left by a restore)
+    completes as a duplicate: no second result, and it leaves the stream so burst
+    workers can see the lane empty."""
+    [j] = submit(redis_client, keys, "j")
+    stray = redis_client.xadd(keys.jobs(LANE), raw_job("j"))  # type: ignore[arg-type]
+
+    async def body(a: Broker) -> list[str]:
+        await a.read([LANE], 10, None)
+        first = await a.complete([completion("j", j, "A")])
+        return first + await a.complete([completion("j", stray, "A")])
+
+    assert with_brokers(redis_server, keys, body, "A") == ["ok", "duplicate"]
+    assert redis_client.xlen(keys.results(LANE)) == 1
+    assert redis_client.xlen(keys.jobs(LANE)) == 0
+    assert redis_client.xpending(keys.jobs(LANE), GROUP)["pending"] == 0
+
+
+def test_dead_lettering_a_forged_entry_leaves_the_real_job_alone(
+    redis_server: RedisServer, redis_client: redis.Redis, keys: Keys
+) -> None:
+    """An entry whose header names a live job's id (forged or stale) goes to the dead
+    letters alone: the real job stays queued, keeps its backlog, and completes."""
+    [real] = submit(redis_client, keys, "j")
+    forged = redis_client.xadd(keys.jobs(LANE), raw_job("j"))  # type: ignore[arg-type]
+
+    async def body(a: Broker) -> tuple[str, list[str]]:
+        await a.read([LANE], 10, None)
+        moved = await a.dead_letter(
+            LANE, forged, job_id="j", cost_tokens=COST, reason="bad", deliveries=1
+        )
+        return moved, await a.complete([completion("j", real, "A")])
+
+    assert with_brokers(redis_server, keys, body, "A") == ("dead", ["ok"])
+    assert redis_client.get(keys.job(LANE, "j")) == b"done"
+    assert redis_client.xlen(keys.dlq(LANE)) == 1
+    assert backlog(redis_client, keys) == 0  # released once, by the real completion
