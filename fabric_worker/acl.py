@@ -97,7 +97,6 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
         "xlen",
         "xrange",
         "xadd",
-        "mget",
         "get",
         "set",
         "decrby",

@@ -280,6 +280,12 @@ def results(ctx: Context, follow: bool, from_start: bool, group: str) -> None:
 )
 @click.option("--log-every-s", type=float, default=5.0, show_default=True)
 @click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Serve Prometheus metrics on this port (/metrics).",
+)
+@click.option(
     "--sim-batching",
     type=click.Choice(["inflight", "static"]),
     default="inflight",
@@ -311,6 +317,7 @@ def worker(
     grace_s: float,
     outage_budget_s: float,
     log_every_s: float,
+    metrics_port: int | None,
     sim_batching: str,
     sim_clock: str,
     faults: tuple[str, ...],
@@ -331,6 +338,7 @@ def worker(
         sim_batching=sim_batching,
         sim_clock=sim_clock,
         faults=faults,
+        metrics_port=metrics_port,
     )
     sys.exit(int(code))
 

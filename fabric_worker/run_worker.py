@@ -93,6 +93,7 @@ def run_worker(
     sim_batching: str = "inflight",
     sim_clock: str = "wall",
     faults: tuple[str, ...] = (),
+    metrics_port: int | None = None,
 ) -> ExitCode:
     """Run one worker until it stops; returns its exit code."""
     # Until the worker's own handlers take over, a stop has nothing to drain.
@@ -117,6 +118,7 @@ def run_worker(
         grace_s=grace_s,
         outage_budget_s=outage_budget_s,
         log_every_s=log_every_s,
+        metrics_port=metrics_port,
     )
 
     async def main() -> ExitCode:

@@ -32,6 +32,7 @@ from engines.contract import (
 )
 from engines.manifest import ManifestError
 from fabric_worker.admission import BudgetMarks, TokenBudget
+from fabric_worker.broker.status import publish as publish_status
 from fabric_worker.broker.streams import Broker, BrokerLost, Claimed, Completion
 from fabric_worker.classes import ClassQueue
 from fabric_worker.engine_thread import EngineThread
@@ -40,6 +41,7 @@ from fabric_worker.holdings import Held, Holdings
 from fabric_worker.lanes import LaneChooser, LanePolicy
 from fabric_worker.lifecycle import JobEvent, JobState, WorkerEvent, WorkerState, worker_transition
 from fabric_worker.meter import Meter
+from fabric_worker.metrics import serve as serve_metrics
 from fabric_worker.protocol import (
     EntryError,
     JobEntry,
@@ -48,6 +50,8 @@ from fabric_worker.protocol import (
     encode_result,
     peek_id,
 )
+from fabric_worker.status import HEARTBEAT_EVERY_S
+from fabric_worker.telemetry import Telemetry
 
 MAX_READ_COUNT = 1000
 MAX_COMPLETION_BATCH = 500
@@ -79,6 +83,8 @@ class WorkerOptions:
     teardown_deadline_s: float = 4.5  # fatal errors exit within 5 s, watchdog included
     block_ms: int = 200
     reclaim_every_s: float | None = None  # default: a quarter of the lease, at most 1 s
+    metrics_port: int | None = None  # serve Prometheus /metrics here
+    heartbeat_every_s: float = HEARTBEAT_EVERY_S
 
 
 class Worker:
@@ -100,6 +106,7 @@ class Worker:
         self.state = WorkerState.STARTING
         self.holdings = Holdings()
         self.meter = Meter()
+        self.telemetry = Telemetry(self)
         self._engine_thread = EngineThread(engine_factory, on_output=self._outputs_arrived)
         self._request_ids = itertools.count(1)
         self._outputs_ready = asyncio.Event()
@@ -109,7 +116,7 @@ class Worker:
         self._empty_at: dict[int, int] = {}  # lane -> backlog value at which a read came back empty
         self._est_new_tokens = {lane: float(lane) for lane in config.lanes}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._backlog_tokens = 0
+        self._backlogs: dict[int, int] = {}
         self._last_read_count = 0
         self._num_writing = 0
         self.capacity: Capacity | None = None
@@ -119,8 +126,9 @@ class Worker:
     def levels(self) -> dict[str, int]:
         """Depth of each of the eight bounded levels (DESIGN section 5), as seen here."""
         return {
-            "1_submit_backlog_cap_tokens": self.config.backlog_cap_tokens,
-            "2_lane_backlog_tokens": self._backlog_tokens,
+            # Producers are held at the cap of each lane: the fullest one is closest.
+            "1_submit_fullest_lane_tokens": max(self._backlogs.values(), default=0),
+            "2_lane_backlog_tokens": sum(self._backlogs.values()),
             "3_ingress_read_entries": self._last_read_count,
             "4_admission_queue_tokens": self.queue.queued_tokens if self.queue else 0,
             "5_engine_inbox_requests": self._engine_thread.inbox_depth,
@@ -156,6 +164,15 @@ class Worker:
         self._arm_watchdog(code)
         self._stop.set()
 
+    def _dump_tasks(self) -> None:
+        for task in asyncio.all_tasks():
+            frames: list[str] = []
+            coro: Any = task.get_coro()
+            while coro is not None and (frame := getattr(coro, "cr_frame", None)) is not None:
+                frames.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+                coro = getattr(coro, "cr_await", None)
+            self.log(f"task {task.get_name()}: {' -> '.join(frames)}")
+
     def _arm_watchdog(self, code: ExitCode) -> None:
         # Teardown must not outlive the deadline, whatever hangs (the engine's
         # close, a Redis call): the process exits with the same code regardless.
@@ -172,6 +189,9 @@ class Worker:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self._loop.add_signal_handler(sig, self.request_stop)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            # SIGUSR1: where is every task waiting? (for a worker that looks stuck)
+            self._loop.add_signal_handler(signal.SIGUSR1, self._dump_tasks)
         self._engine_thread.start()
         await asyncio.to_thread(self._engine_thread.ready.wait)
         error = self._engine_thread.error
@@ -183,18 +203,22 @@ class Worker:
         self._configure(self._engine_thread.capacity)
         if self.state is WorkerState.STARTING:
             self._step(WorkerEvent.STARTED)
+        if self.options.metrics_port is not None:
+            serve_metrics(self.telemetry.snapshot, self.options.metrics_port)
         tasks = [
             asyncio.create_task(self._guard(self._ingress()), name="ingress"),
             asyncio.create_task(self._guard(self._drain()), name="drain"),
             asyncio.create_task(self._guard(self._lease()), name="lease"),
             asyncio.create_task(self._guard(self._reclaim()), name="reclaim"),
             asyncio.create_task(self._guard(self._report()), name="report"),
+            asyncio.create_task(self._guard(self._heartbeat()), name="heartbeat"),
         ]
         await self._stop.wait()
         if self._exit is ExitCode.OK:
             await self._drain_gracefully(tasks)
         else:
             await self._tear_down(tasks)
+        await self._last_heartbeat()
         self.log(self.meter.summary_line(self.options.consumer, self._engine_thread.stats))
         return self._exit
 
@@ -246,7 +270,7 @@ class Worker:
                 await self._wait_or_stop(self._room, 1.0)
                 continue
             backlogs = await self.broker.backlogs(self.config.lanes)
-            self._backlog_tokens = sum(backlogs.values())
+            self._backlogs = backlogs
             readable = {
                 lane: 0 if self._empty_at.get(lane) == value else value
                 for lane, value in backlogs.items()
@@ -510,8 +534,12 @@ class Worker:
         assert self.queue is not None
         every = self.options.reclaim_every_s or min(self.config.lease_s / 4, 1.0)
         min_idle_ms = int(self.config.lease_s * 1000)
+        recoveries_seen = 0
         while not self._stop.is_set():
             await self._sleep_or_stop(every)
+            if self.broker.num_recoveries != recoveries_seen:
+                recoveries_seen = self.broker.num_recoveries
+                await self._adopt_orphans()
             for lane in self.config.lanes:
                 room = self.queue.max_tokens - self.queue.queued_tokens
                 if room <= 0 or self._stop.is_set():
@@ -522,6 +550,22 @@ class Worker:
                 if claimed:
                     self.meter.reclaimed += len(claimed)
                     await self._accept(claimed)
+
+    async def _adopt_orphans(self) -> None:
+        """After Redis came back: take up entries pending under our own name that
+        we never saw (a read whose reply the outage swallowed)."""
+        for lane in self.config.lanes:
+            orphans = [
+                c
+                for c in await self.broker.own_pending(lane)
+                if (c.lane, c.entry_id) not in self.holdings
+            ]
+            if orphans:
+                self.log(
+                    f"worker {self.options.consumer}: adopting {len(orphans)} entries of lane "
+                    f"{lane} whose read reply was lost"
+                )
+                await self._accept(orphans)
 
     # --- reporting -------------------------------------------------------------
 
@@ -538,6 +582,20 @@ class Worker:
                 + " levels "
                 + ",".join(str(v) for v in self.levels().values())
             )
+
+    async def _heartbeat(self) -> None:
+        """Publish the status hash (with its TTL) until stopped; a failed
+        publish is retried by the broker like any other call."""
+        while not self._stop.is_set():
+            await self.broker.publish_status(self.telemetry.status())
+            await self._sleep_or_stop(self.options.heartbeat_every_s)
+
+    async def _last_heartbeat(self) -> None:
+        # Say how it ended (stopped or failed) so probes and `top` see it at once;
+        # best effort: when Redis is what failed, there is nobody to tell.
+        with contextlib.suppress(Exception):
+            status = self.telemetry.status()
+            await asyncio.wait_for(publish_status(self.broker.redis, self.broker.keys, status), 1.0)
 
     async def _sleep_or_stop(self, seconds: float, *, stop_aware: bool = True) -> None:
         if not stop_aware:
@@ -559,8 +617,8 @@ class Worker:
         """Stop claiming; hand back what was not started; finish the rest within
         the grace period; leave anything still running for reclaim."""
         assert self.queue is not None
-        ingress, drain, lease, reclaim, report = tasks
-        await asyncio.gather(ingress, reclaim, report, return_exceptions=True)
+        ingress, drain, lease, reclaim, report, heartbeat = tasks
+        await asyncio.gather(ingress, reclaim, report, heartbeat, return_exceptions=True)
         handed_back = 0
         for held in self.queue.drain():
             self.holdings.drop(held, JobEvent.RELEASED)
@@ -592,8 +650,8 @@ class Worker:
     async def _tear_down(self, tasks: list[asyncio.Task[None]]) -> None:
         """Fatal: stop ingress and admission, cancel engine work, flush finished
         results (broker permitting), exit. The watchdog bounds all of it."""
-        ingress, drain, lease, reclaim, report = tasks
-        for task in (ingress, reclaim, report, lease):
+        ingress, drain, lease, reclaim, report, heartbeat = tasks
+        for task in (ingress, reclaim, report, lease, heartbeat):
             task.cancel()
         self._engine_thread.stop()
         await asyncio.to_thread(self._engine_thread.join, 2.0)

@@ -8,25 +8,32 @@ and fails fast past the budget.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from tenacity import (
     AsyncRetrying,
     RetryError,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_delay,
     wait_exponential_jitter,
 )
 
-from fabric_worker.broker.connection import TRANSIENT_ERRORS
+from fabric_worker.broker.connection import TRANSIENT_ERRORS, is_transient
 from fabric_worker.broker.scripts import register
+from fabric_worker.broker.status import publish
 from fabric_worker.protocol import GROUP, Keys
+from fabric_worker.status import WorkerStatus
 
 T = TypeVar("T")
+CLUSTER_CONCURRENCY = 16  # commands in flight at once on a cluster (see Broker._each)
 
 
 class BrokerLost(RuntimeError):
@@ -55,6 +62,11 @@ class Completion:
     tokens: bytes
 
 
+def _command(name: str, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+    """One command, to be called on whatever client :meth:`Broker._each` hands it."""
+    return lambda client: getattr(client, name)(*args, **kwargs)
+
+
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -70,6 +82,7 @@ class Broker:
         *,
         retention_s: int,
         outage_budget_s: float = 30.0,
+        log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
     ) -> None:
         self.redis = client
         self.keys = keys
@@ -77,6 +90,10 @@ class Broker:
         self.retention_s = retention_s
         self.outage_budget_s = outage_budget_s
         self.num_retries = 0
+        self.num_recoveries = 0  # calls that succeeded after a transient failure
+        self._last_retry_log_s = -1e9
+        self.log = log
+        self.is_cluster = isinstance(client, AsyncRedisCluster)
         self._complete = register(client, "complete")
         self._deadletter = register(client, "deadletter")
         self._renew = register(client, "renew")
@@ -85,7 +102,7 @@ class Broker:
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
         retrying = AsyncRetrying(
-            retry=retry_if_exception_type(TRANSIENT_ERRORS),
+            retry=retry_if_exception(is_transient),
             wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
             stop=stop_after_delay(self.outage_budget_s),
             before_sleep=self._count_retry,
@@ -93,33 +110,118 @@ class Broker:
         try:
             async for attempt in retrying:
                 with attempt:
-                    return await make()
+                    result = await make()
+                    if attempt.retry_state.attempt_number > 1:
+                        # A reply may have been lost on the way: see own_pending().
+                        self.num_recoveries += 1
+                    return result
         except RetryError as exc:  # pragma: no cover - reraise=False path
             raise BrokerLost(str(exc)) from exc
+        except redis.AuthenticationError as exc:  # a ConnectionError, but not transient
+            raise BrokerLost(f"Redis refused the credentials: {exc}") from exc
         except TRANSIENT_ERRORS as exc:
             raise BrokerLost(f"Redis unreachable for {self.outage_budget_s:g} s: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _count_retry(self, _state: Any) -> None:
+    def _count_retry(self, state: Any) -> None:
         self.num_retries += 1
+        now = time.monotonic()
+        if now - self._last_retry_log_s >= 5.0:  # say so, but not on every attempt
+            self._last_retry_log_s = now
+            exc = state.outcome.exception() if state.outcome else None
+            self.log(f"broker: {type(exc).__name__}: {exc}; retrying with backoff")
+
+    async def _each(self, calls: Sequence[Callable[[Any], Any]]) -> list[Any]:
+        """Run ``calls`` (each given a client to call on) in one round trip.
+
+        Pipelined on a single server; concurrently on a cluster, where a
+        pipeline may span nodes and cannot carry scripts. A fresh pipeline per
+        attempt: a failed execute() empties its stack.
+        """
+        if self.is_cluster:
+            # Each concurrent command holds a connection of its node, and the
+            # cluster client caps them (100 per node): go in bounded waves.
+            results: list[Any] = []
+            for i in range(0, len(calls), CLUSTER_CONCURRENCY):
+                wave = calls[i : i + CLUSTER_CONCURRENCY]
+                results += await asyncio.gather(*(call(self.redis) for call in wave))
+            return results
+        pipe = self.redis.pipeline(transaction=False)
+        for call in calls:
+            queued = call(pipe)
+            if inspect.isawaitable(queued):  # a script queues itself in a coroutine
+                await queued
+        return await pipe.execute()  # type: ignore[no-any-return]
 
     # --- claiming ---------------------------------------------------------
 
     async def read(self, lanes: Sequence[int], count: int, block_ms: int | None) -> list[Claimed]:
-        """New entries (``>``) from the given lanes, at most ``count`` per lane."""
-        streams = {self.keys.jobs(lane): ">" for lane in lanes}
+        """New entries (``>``) from the given lanes, at most ``count`` per lane.
+
+        On a cluster one XREADGROUP may only name streams of one slot: each lane
+        is read in turn, and a blocking wait is shared out between them.
+        """
         lane_of = {self.keys.jobs(lane): lane for lane in lanes}
-        reply = await self._call(
-            lambda: self.redis.xreadgroup(
-                GROUP, self.consumer, streams, count=count, block=block_ms
-            )
-        )
+        if self.is_cluster and len(lanes) > 1:
+            reply = []
+            for block in (None, max(1, (block_ms or 0) // len(lanes)) if block_ms else None):
+                for lane in lanes:
+                    reply += await self._read({self.keys.jobs(lane): ">"}, count, block)
+                    if reply and block:
+                        break
+                if reply or not block_ms:
+                    break
+        else:
+            reply = await self._read(dict.fromkeys(lane_of, ">"), count, block_ms)
         claimed = []
         for stream, entries in reply or []:
             lane = lane_of[_text(stream)]
             for entry_id, fields in entries:
                 claimed.append(Claimed(lane, entry_id, fields or {}, 1))
         return claimed
+
+    async def _read(self, streams: dict[str, str], count: int, block_ms: int | None) -> list[Any]:
+        reply = await self._call(
+            lambda: self.redis.xreadgroup(
+                GROUP, self.consumer, streams, count=count, block=block_ms
+            )
+        )
+        return list(reply or [])
+
+    async def own_pending(self, lane: int, count: int = 1000) -> list[Claimed]:
+        """Entries pending under this very consumer, with fields and delivery counts.
+
+        After a connection was lost mid-call, the server may have delivered
+        entries whose reply never arrived (an XREADGROUP executed just before
+        an outage): they are pending here but the worker never saw them. This
+        finds them at once, without counting a delivery, instead of leaving them
+        to the lease.
+        """
+        stream = self.keys.jobs(lane)
+        infos = await self._call(
+            lambda: self.redis.xpending_range(
+                stream, GROUP, min="-", max="+", count=count, consumername=self.consumer
+            )
+        )
+        if not infos:
+            return []
+        ranges = await self._call(
+            lambda: self._each(
+                [
+                    _command("xrange", stream, min=i["message_id"], max=i["message_id"])
+                    for i in infos
+                ]
+            )
+        )
+        return [
+            Claimed(
+                lane,
+                info["message_id"],
+                dict(found[0][1]) if found else {},
+                int(info["times_delivered"]),
+            )
+            for info, found in zip(infos, ranges, strict=True)
+        ]
 
     async def reclaim(self, lane: int, min_idle_ms: int, count: int = 100) -> list[Claimed]:
         """Take over at most ``count`` entries idle for ``min_idle_ms`` (their
@@ -145,13 +247,11 @@ class Broker:
         if not taken:
             return []
 
-        async def delivery_counts() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for entry_id, _ in taken:
-                pipe.xpending_range(stream, GROUP, min=entry_id, max=entry_id, count=1)
-            return await pipe.execute()  # type: ignore[no-any-return]
-
-        counts = await self._call(delivery_counts)
+        pending = [
+            _command("xpending_range", stream, GROUP, min=entry_id, max=entry_id, count=1)
+            for entry_id, _ in taken
+        ]
+        counts = await self._call(lambda: self._each(pending))
         claimed = []
         for (entry_id, fields), info in zip(taken, counts, strict=True):
             deliveries = int(info[0]["times_delivered"]) if info else 1
@@ -165,24 +265,19 @@ class Broker:
         if not completions:
             return []
 
-        async def attempt() -> list[Any]:
-            # A fresh pipeline per attempt: a failed execute() empties its stack.
-            # Re-running a completion is safe: the script dedupes on job state.
-            pipe = self.redis.pipeline(transaction=False)
-            for c in completions:
-                await self._complete(
-                    keys=[
-                        self.keys.jobs(c.lane),
-                        self.keys.results(c.lane),
-                        self.keys.backlog(c.lane),
-                        self.keys.job(c.lane, c.job_id),
-                    ],
-                    args=[GROUP, c.entry_id, c.cost_tokens, self.retention_s, c.header, c.tokens],
-                    client=pipe,
-                )
-            return await pipe.execute()  # type: ignore[no-any-return]
+        def call(c: Completion) -> Callable[[Any], Any]:
+            keys = [
+                self.keys.jobs(c.lane),
+                self.keys.results(c.lane),
+                self.keys.backlog(c.lane),
+                self.keys.job(c.lane, c.job_id),
+            ]
+            args = [GROUP, c.entry_id, c.cost_tokens, self.retention_s, c.header, c.tokens]
+            return lambda client: self._complete(keys=keys, args=args, client=client)
 
-        replies = await self._call(attempt)
+        # Re-running a completion after a lost reply is safe: the script dedupes.
+        calls = [call(c) for c in completions]
+        replies = await self._call(lambda: self._each(calls))
         return [_text(r) for r in replies]
 
     async def dead_letter(
@@ -255,21 +350,22 @@ class Broker:
         )
         return bool(reply)
 
+    async def publish_status(self, status: WorkerStatus) -> None:
+        """The worker's heartbeat (see :mod:`fabric_worker.broker.status`)."""
+        await self._call(lambda: publish(self.redis, self.keys, status))
+
     async def stream_lengths(self, lanes: Sequence[int]) -> dict[int, int]:
         """Entries in each lane's stream: queued or pending (completed ones are deleted)."""
 
-        async def lengths() -> list[Any]:
-            pipe = self.redis.pipeline(transaction=False)
-            for lane in lanes:
-                pipe.xlen(self.keys.jobs(lane))
-            return await pipe.execute()  # type: ignore[no-any-return]
-
-        values = await self._call(lengths)
+        values = await self._call(
+            lambda: self._each([_command("xlen", self.keys.jobs(lane)) for lane in lanes])
+        )
         return {lane: int(v) for lane, v in zip(lanes, values, strict=True)}
 
     async def backlogs(self, lanes: Sequence[int]) -> dict[int, int]:
-        """Every lane's backlog counter in one round trip."""
+        """Every lane's backlog counter in one round trip (GETs, not MGET: the
+        counters of different lanes live in different cluster slots)."""
         values = await self._call(
-            lambda: self.redis.mget([self.keys.backlog(lane) for lane in lanes])
+            lambda: self._each([_command("get", self.keys.backlog(lane)) for lane in lanes])
         )
         return {lane: int(v or 0) for lane, v in zip(lanes, values, strict=True)}

@@ -470,3 +470,20 @@ def test_dead_lettering_a_forged_entry_leaves_the_real_job_alone(
     assert redis_client.get(keys.job(LANE, "j")) == b"done"
     assert redis_client.xlen(keys.dlq(LANE)) == 1
     assert backlog(redis_client, keys) == 0  # released once, by the real completion
+
+
+def test_own_pending_finds_entries_whose_read_reply_was_lost(
+    redis_server: RedisServer, redis_client: redis.Redis, keys: Keys
+) -> None:
+    """Entries the server delivered to A but A never saw (the reply was lost in an
+    outage) are found under A's own name, with fields and delivery count 1, without
+    counting another delivery; B's entries are not A's."""
+    ids = submit(redis_client, keys, "j", "k", "l")
+    redis_client.xreadgroup(GROUP, "A", {keys.jobs(LANE): ">"}, count=2)  # reply "lost"
+    redis_client.xreadgroup(GROUP, "B", {keys.jobs(LANE): ">"}, count=1)
+
+    async def body(a: Broker) -> list[tuple[bytes, int, bool]]:
+        return [(c.entry_id, c.deliveries, bool(c.fields)) for c in await a.own_pending(LANE)]
+
+    assert with_brokers(redis_server, keys, body, "A") == [(ids[0], 1, True), (ids[1], 1, True)]
+    assert pending(redis_client, keys, ids[0])["times_delivered"] == 1
