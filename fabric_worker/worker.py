@@ -265,7 +265,9 @@ class Worker:
         assert self.queue is not None
         while not self._stop.is_set():
             room = self.queue.max_tokens - self.queue.queued_tokens
-            if room <= 0:
+            # Room for less than the cheapest likely job counts as full: reading
+            # one entry only to hand it back would spin (and reorder the lane).
+            if room < min(self._estimate(lane) for lane in self.config.lanes):
                 self._room.clear()
                 await self._wait_or_stop(self._room, 1.0)
                 continue
@@ -276,6 +278,10 @@ class Worker:
                 for lane, value in backlogs.items()
             }
             lane = self.chooser.choose(time.monotonic(), readable)
+            if lane is not None and room < self._estimate(lane):
+                self._room.clear()
+                await self._wait_or_stop(self._room, 1.0)
+                continue
             if lane is not None:
                 count = self._read_count(lane, room)
                 claimed = await self.broker.read([lane], count, block_ms=None)
@@ -293,9 +299,12 @@ class Worker:
             if claimed:
                 await self._accept(claimed)
 
+    def _estimate(self, lane: int) -> int:
+        """Expected padded cost of a job of this lane (EWMA of its max_new_tokens)."""
+        return lane + int(self._est_new_tokens[lane])
+
     def _read_count(self, lane: int, room: int) -> int:
-        estimate = lane + int(self._est_new_tokens[lane])
-        return max(1, min(MAX_READ_COUNT, room // estimate))
+        return max(1, min(MAX_READ_COUNT, room // self._estimate(lane)))
 
     async def _all_done(self) -> bool:
         if self.holdings or self.queue:
@@ -542,8 +551,10 @@ class Worker:
                 await self._adopt_orphans()
             for lane in self.config.lanes:
                 room = self.queue.max_tokens - self.queue.queued_tokens
-                if room <= 0 or self._stop.is_set():
+                if self._stop.is_set():
                     break
+                if room < self._estimate(lane):
+                    continue
                 claimed = await self.broker.reclaim(
                     lane, min_idle_ms, count=self._read_count(lane, room)
                 )

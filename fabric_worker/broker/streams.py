@@ -101,6 +101,16 @@ class Broker:
         self._retry = register(client, "retry")
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
+        # The fast path first: building tenacity's machinery on every call costs
+        # as much as the call itself, and almost every call succeeds.
+        try:
+            return await make()
+        except redis.AuthenticationError as exc:  # a ConnectionError, but not transient
+            raise BrokerLost(f"Redis refused the credentials: {exc}") from exc
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._note_retry(exc)
         retrying = AsyncRetrying(
             retry=retry_if_exception(is_transient),
             wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
@@ -111,24 +121,25 @@ class Broker:
             async for attempt in retrying:
                 with attempt:
                     result = await make()
-                    if attempt.retry_state.attempt_number > 1:
-                        # A reply may have been lost on the way: see own_pending().
-                        self.num_recoveries += 1
+                    # A reply may have been lost on the way: see own_pending().
+                    self.num_recoveries += 1
                     return result
         except RetryError as exc:  # pragma: no cover - reraise=False path
             raise BrokerLost(str(exc)) from exc
-        except redis.AuthenticationError as exc:  # a ConnectionError, but not transient
+        except redis.AuthenticationError as exc:
             raise BrokerLost(f"Redis refused the credentials: {exc}") from exc
         except TRANSIENT_ERRORS as exc:
             raise BrokerLost(f"Redis unreachable for {self.outage_budget_s:g} s: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _count_retry(self, state: Any) -> None:
+        self._note_retry(state.outcome.exception() if state.outcome else None)
+
+    def _note_retry(self, exc: BaseException | None) -> None:
         self.num_retries += 1
         now = time.monotonic()
         if now - self._last_retry_log_s >= 5.0:  # say so, but not on every attempt
             self._last_retry_log_s = now
-            exc = state.outcome.exception() if state.outcome else None
             self.log(f"broker: {type(exc).__name__}: {exc}; retrying with backoff")
 
     async def _each(self, calls: Sequence[Callable[[Any], Any]]) -> list[Any]:
