@@ -36,7 +36,8 @@ class WorkerStatus:
     lease_lost: int = 0
     kv_cache_tokens: int = 0
     max_num_tokens: int = 0
-    gpu: str = ""
+    gpu: str = ""  # CUDA_VISIBLE_DEVICES as the worker saw it
+    pid: int = 0
 
     def to_hash(self) -> dict[str, str]:
         return {k: str(v) for k, v in asdict(self).items()}

@@ -7,6 +7,7 @@ interval.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import TYPE_CHECKING
 
@@ -70,6 +71,8 @@ class Telemetry:
             lease_lost=w.meter.lease_lost,
             kv_cache_tokens=capacity.kv_cache_tokens if capacity else 0,
             max_num_tokens=capacity.max_num_tokens if capacity else 0,
+            gpu=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+            pid=os.getpid(),
         )
 
     def snapshot(self) -> MetricsSnapshot:
