@@ -5,7 +5,7 @@
 The file is made by the one-liner in ``ONE_LINER`` (also in docs/benchmarks.md); the
 namespace is created with ``fabric init`` on a private redis-server; then
 ``fabric submit FILE`` runs as its own process and its wall time is what ``time`` would
-print (interpreter start, validation pass, submit pass). The lead's figure on this
+print (interpreter start, validation pass, submit pass). A first measurement on this
 machine was 7.2 s; this measures it again.
 """
 
