@@ -9,7 +9,6 @@ and fails fast past the budget.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -99,6 +98,7 @@ class Broker:
         self._renew = register(client, "renew")
         self._requeue = register(client, "requeue")
         self._retry = register(client, "retry")
+        self._scripts = (self._complete, self._deadletter, self._renew, self._requeue, self._retry)
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
         # The fast path first: building tenacity's machinery on every call costs
@@ -157,12 +157,32 @@ class Broker:
                 wave = calls[i : i + CLUSTER_CONCURRENCY]
                 results += await asyncio.gather(*(call(self.redis) for call in wave))
             return results
-        pipe = self.redis.pipeline(transaction=False)
-        for call in calls:
-            queued = call(pipe)
-            if inspect.isawaitable(queued):  # a script queues itself in a coroutine
-                await queued
-        return await pipe.execute()  # type: ignore[no-any-return]
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for call in calls:
+                call(pipe)
+            try:
+                return await pipe.execute()  # type: ignore[no-any-return]
+            except redis.exceptions.NoScriptError:
+                # The server lost its scripts (a restart without persistence of
+                # them): load them again and resend; every script is idempotent.
+                if attempt:
+                    raise
+                for script in self._scripts:
+                    script.sha = await self.redis.script_load(script.script)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _script(self, script: Any, keys: list[Any], args: list[Any]) -> Callable[[Any], Any]:
+        """A script call for :meth:`_each`. On a pipeline it is a bare EVALSHA:
+        redis-py's Script would make every pipeline ask SCRIPT EXISTS first, one
+        more round trip per batch; :meth:`_each` reloads on NOSCRIPT instead."""
+
+        def call(client: Any) -> Any:
+            if self.is_cluster:
+                return script(keys=keys, args=args, client=client)
+            return client.evalsha(script.sha, len(keys), *keys, *args)
+
+        return call
 
     # --- claiming ---------------------------------------------------------
 
@@ -284,7 +304,7 @@ class Broker:
                 self.keys.job(c.lane, c.job_id),
             ]
             args = [GROUP, c.entry_id, c.cost_tokens, self.retention_s, c.header, c.tokens]
-            return lambda client: self._complete(keys=keys, args=args, client=client)
+            return self._script(self._complete, keys, args)
 
         # Re-running a completion after a lost reply is safe: the script dedupes.
         calls = [call(c) for c in completions]
