@@ -112,3 +112,72 @@ def test_submit_two_workers_one_killed_exactly_once(
     shown = orjson.loads(fabric(url, namespace, "inspect", "--json").stdout)
     assert sum(lane["results"] for lane in shown["lanes"]) == 800
     assert sum(lane["backlog_tokens"] for lane in shown["lanes"]) == 0
+
+
+def test_autoscaler_reads_backlog_and_heartbeats_from_a_cluster(
+    cluster: RedisClusterServers,
+) -> None:
+    """The metrics actuator against a cluster: backlog in tokens from every lane's slot
+    turns into a desired worker count served for KEDA."""
+    import json
+    import socket
+    import urllib.request
+
+    namespace = "cl2"
+    url = cluster.url
+    assert fabric(url, namespace, "init", "--lanes", ",".join(map(str, LANES))).returncode == 0
+    jobs = [{"tokens": [1] * (1 + i % 500), "max_new_tokens": 100} for i in range(400)]
+    assert (
+        fabric(
+            url, namespace, "submit", "-", stdin=b"".join(orjson.dumps(j) + b"\n" for j in jobs)
+        ).returncode
+        == 0
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "FABRIC_REDIS_URL": url, "FABRIC_NAMESPACE": namespace}
+    scaler = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "fabric_worker",
+            "autoscale",
+            "--actuator",
+            "metrics",
+            "--manifest",
+            str(Path(__file__).resolve().parents[2] / "engines/manifests/sim-small.json"),
+            "--min",
+            "0",
+            "--max",
+            "5",
+            "--target-drain-s",
+            "1",
+            "--metrics-port",
+            str(port),
+            "--interval-s",
+            "0.2",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+    def desired() -> int | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/desired", timeout=1) as reply:
+                return int(json.loads(reply.read())["desired_workers"])
+        except OSError:
+            return None
+
+    client = connect(url)
+    backlog = sum(int(client.get(Keys(namespace).backlog(lane)) or 0) for lane in LANES)
+    # The manifest's guess (one 2048-token step per 50 ms: 40,960 tokens/s per worker,
+    # no heartbeats yet) and a 1 s drain target.
+    expected = min(5, -(-backlog // 40_960))
+    assert expected >= 2
+    try:
+        wait_until(lambda: desired() == expected, 30, f"{expected} desired workers")
+    finally:
+        scaler.terminate()
+        scaler.wait(30)
