@@ -160,7 +160,7 @@ def test_autoscaler_reads_backlog_and_heartbeats_from_a_cluster(
         ],
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
 
     def desired() -> int | None:
@@ -172,6 +172,7 @@ def test_autoscaler_reads_backlog_and_heartbeats_from_a_cluster(
 
     client = connect(url)
     backlog = sum(int(client.get(Keys(namespace).backlog(lane)) or 0) for lane in LANES)
+    client.close()
     # The manifest's guess (one 2048-token step per 50 ms: 40,960 tokens/s per worker,
     # no heartbeats yet) and a 1 s drain target.
     expected = min(5, -(-backlog // 40_960))
