@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from fabric_worker.protocol import SCHEMA_VERSION
+from fabric_worker.protocol import MAX_ENTRY_BYTES, MAX_HEADER_BYTES, SCHEMA_VERSION
 
 DEFAULT_LANES: tuple[int, ...] = tuple(2**k for k in range(6, 16))  # 64 .. 32768
 DEFAULT_VOCAB_SIZE = 128_256  # Llama 3
@@ -51,6 +51,13 @@ class FleetConfig:
             raise ConfigError(f"lanes: {list(self.lanes)} must be positive integers")
         if list(self.lanes) != sorted(set(self.lanes)):
             raise ConfigError(f"lanes: {list(self.lanes)} must be strictly increasing")
+        if 4 * self.lanes[-1] + MAX_HEADER_BYTES > MAX_ENTRY_BYTES:
+            # Producers and workers cap an entry's size; the largest prompt must fit.
+            raise ConfigError(
+                f"lanes: the largest lane ({self.lanes[-1]} tokens) would make entries over "
+                f"the {MAX_ENTRY_BYTES}-byte cap; at most "
+                f"{(MAX_ENTRY_BYTES - MAX_HEADER_BYTES) // 4}"
+            )
         for name in ("vocab_size", "max_deliveries", "backlog_cap_tokens", "retention_s"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

@@ -114,3 +114,30 @@ def test_validator_accepts_exactly_the_valid_jobs(tokens: list[object], max_new:
         assert not valid
     else:
         assert valid
+
+
+def test_the_largest_valid_job_fits_both_size_caps() -> None:
+    """Producer side of the size limits: whatever validates encodes within the caps the
+    worker enforces (header and whole entry), so no valid job is refused downstream."""
+    from fabric_worker.protocol import MAX_ENTRY_BYTES, MAX_HEADER_BYTES, encode_job
+
+    config = FleetConfig(
+        lanes=(64, 65536), vocab_size=2**32 - 1, max_seq_len=70_000, backlog_cap_tokens=10**9
+    )
+    job = Job(
+        tokens=[2**32 - 2] * 65536,
+        max_new_tokens=1,
+        id="x" * 128,
+        prefix_class="\U0001f600" * 128,
+        end_id=2**32 - 2,
+    )
+    fields = encode_job(validate_job(job, config, submitted_at=1e12).entry)
+    assert len(fields["h"]) <= MAX_HEADER_BYTES
+    assert len(fields["h"]) + len(fields["t"]) + 2 <= MAX_ENTRY_BYTES
+
+
+def test_lanes_beyond_the_entry_cap_are_refused() -> None:
+    from fabric_worker.fleet_config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"over the .*-byte cap"):
+        FleetConfig(lanes=(64, 131072), max_seq_len=140_000, backlog_cap_tokens=10**9)
