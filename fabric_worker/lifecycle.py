@@ -1,7 +1,7 @@
 """Lifecycles of a job and of a worker: enums with one table-driven transition function each.
 
 Flags drift apart; a table names every legal step, and anything else is a bug that
-surfaces as :class:`InvalidTransition` at the step that made it (STYLE rule 6).
+surfaces as :class:`InvalidTransition` at the step that made it (docs/style.md, rule 6).
 """
 
 from __future__ import annotations

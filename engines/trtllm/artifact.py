@@ -1,7 +1,7 @@
 """What the manifest's ``model`` directory is, and whether the manifest fits it. No tensorrt_llm.
 
 A built engine directory's ``config.json`` is checked field by field
-(REFERENCES.md, "Engine directory config.json": ``pretrained_config`` with
+(docs/references.md, "Engine directory config.json": ``pretrained_config`` with
 ``dtype``, ``quantization {quant_algo, kv_cache_quant_algo}``, ``mapping
 {tp_size, pp_size}``; ``build_config`` with ``max_batch_size``,
 ``max_seq_len``, ``max_num_tokens``, ``plugin_config.tokens_per_block``;

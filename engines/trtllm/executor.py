@@ -1,9 +1,9 @@
 """The legacy path: ``tensorrt_llm.bindings.executor.Executor`` over a built engine directory.
 
 Upstream removed the C++ Executor binding and ``trtllm-build`` in 2026
-(REFERENCES.md), so this path runs only where the installed release still
+(docs/references.md), so this path runs only where the installed release still
 has them: :func:`executor_module` detects it and the engine refuses the
-manifest's ``model`` otherwise. The calls are the ones REFERENCES.md lists
+manifest's ``model`` otherwise. The calls are the ones docs/references.md lists
 (``Executor(engine_dir, ModelType.DECODER_ONLY, ExecutorConfig(...))``,
 ``Request(...)``, ``enqueue_requests``, ``await_responses(timeout=timedelta)``,
 ``cancel_request``, ``get_latest_iteration_stats``, ``shutdown``). The
@@ -23,7 +23,7 @@ from engines.trtllm.backend import Finished
 from engines.trtllm.mapping import executor_request_kwargs, strip_prompt
 
 FREE_GPU_MEMORY_FRACTION = 0.9
-ITER_STATS_MAX_ITERATIONS = 1000  # REFERENCES.md's ExecutorConfig example
+ITER_STATS_MAX_ITERATIONS = 1000  # docs/references.md's ExecutorConfig example
 
 
 def executor_module() -> Any | None:
@@ -50,7 +50,7 @@ class ExecutorBackend:
             )
         self._tle = tle
         # Assumed: KvCacheConfig/SchedulerConfig take the same names here as in the
-        # LLM API (REFERENCES.md lists them there); ExecutorConfig's are listed.
+        # LLM API (docs/references.md lists them there); ExecutorConfig's are listed.
         config = tle.ExecutorConfig(
             max_beam_width=1,
             scheduler_config=tle.SchedulerConfig(tle.CapacitySchedulerPolicy.GUARANTEED_NO_EVICT),

@@ -32,14 +32,14 @@ from engines.trtllm.backend import Finished
 from engines.trtllm.mapping import parse_iteration_stats, sampling_kwargs
 
 STATS_TIMEOUT_S = 0.001  # get_stats waits this long for an empty queue (2025 source: queue.get)
-FREE_GPU_MEMORY_FRACTION = 0.9  # REFERENCES.md's KvCacheConfig example
+FREE_GPU_MEMORY_FRACTION = 0.9  # docs/references.md's KvCacheConfig example
 
 
 class LlmApiBackend:
     """``tensorrt_llm.LLM`` over a Hugging Face checkpoint, token-id prompts."""
 
     def __init__(self, path: Path, manifest: Manifest) -> None:
-        # REFERENCES.md: LLM(model=...), KvCacheConfig(enable_block_reuse,
+        # docs/references.md: LLM(model=...), KvCacheConfig(enable_block_reuse,
         # free_gpu_memory_fraction, max_tokens, tokens_per_block),
         # SchedulerConfig(capacity_scheduler_policy=GUARANTEED_NO_EVICT),
         # enable_iter_perf_stats for get_stats. Assumed from the LLM constructor

@@ -1,6 +1,6 @@
 """Our requests and stats in TensorRT-LLM's terms, and back. No tensorrt_llm.
 
-Where REFERENCES.md states the API, it is cited; where it is silent, the
+Where docs/references.md states the API, it is cited; where it is silent, the
 assumption is written next to the code, with what it rests on.
 """
 
@@ -23,7 +23,7 @@ token id; ``ignore_eos=True`` says the same in words."""
 def sampling_kwargs(request: EngineRequest) -> dict[str, Any]:
     """``SamplingParams(**kwargs)`` for greedy decoding of this request.
 
-    REFERENCES.md: ``SamplingParams(max_tokens=..., end_id=...)``. ``top_k=1``
+    docs/references.md: ``SamplingParams(max_tokens=..., end_id=...)``. ``top_k=1``
     is greedy; ``detokenize=False`` and ``ignore_eos`` are SamplingParams
     fields read in tensorrt_llm/sampling_params.py (2025 revision).
     """
@@ -40,7 +40,7 @@ def sampling_kwargs(request: EngineRequest) -> dict[str, Any]:
 
 
 def executor_request_kwargs(request: EngineRequest) -> dict[str, Any]:
-    """``bindings.executor.Request(**kwargs)``: the fields REFERENCES.md lists."""
+    """``bindings.executor.Request(**kwargs)``: the fields docs/references.md lists."""
     end_id = NO_END_ID if request.end_id is None else request.end_id
     return {
         "input_token_ids": list(request.prompt),
@@ -73,7 +73,7 @@ def finished_output(
     The contract (engines.sim.outputs): STOP includes ``end_id`` as the last
     token; LENGTH has exactly ``max_new_tokens``. Whether TensorRT-LLM or
     vLLM keep the end token in their token ids is not stated in
-    REFERENCES.md, so both shapes are accepted: a sequence that ended early
+    docs/references.md, so both shapes are accepted: a sequence that ended early
     without cancellation can only have stopped on ``end_id``, and gets it back.
     """
     rid = request.request_id
@@ -110,7 +110,7 @@ class IterationTotals:
 def parse_iteration_stats(items: Iterable[Any]) -> list[dict[str, Any]]:
     """``LLM.get_stats()`` items as dicts.
 
-    REFERENCES.md: dicts with camelCase keys. The 2025 source's docstring
+    docs/references.md: dicts with camelCase keys. The 2025 source's docstring
     shows JSON strings (``['{"cpuMemUsage": ..., "iter": 0, ...}']``), so
     strings are parsed too.
     """
@@ -127,10 +127,10 @@ def fold_iteration_stats(totals: IterationTotals, stats: Iterable[Mapping[str, A
     """Add iterations to ``totals``.
 
     Keys are matched without case or underscores, so the Executor's
-    ``iter_latency_ms``/``kv_cache_stats.reused_blocks`` (REFERENCES.md,
+    ``iter_latency_ms``/``kv_cache_stats.reused_blocks`` (docs/references.md,
     legacy path) and the LLM API's camelCase (``iterLatencyMS``,
     ``kvCacheStats.reusedBlocks``) both map. Assumption: the block counters
-    are per iteration (they are summed); REFERENCES.md does not say.
+    are per iteration (they are summed); docs/references.md does not say.
     """
     for iteration in stats:
         latency_ms = _find(iteration, "iterlatencyms")

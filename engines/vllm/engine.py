@@ -109,7 +109,7 @@ class VllmEngine:
 
         The request is reported at once rather than when vLLM next mentions it:
         whether step() reports an aborted request at all is not stated in
-        REFERENCES.md, and if it does, that late output is ignored.
+        docs/references.md, and if it does, that late output is ignored.
         """
         self._owner.check()
         keys = [request_key(i) for i in request_ids if request_key(i) in self._requests]
@@ -125,7 +125,7 @@ class VllmEngine:
         get_metrics = getattr(self._engine, "get_metrics", None)
         if get_metrics is not None:
             # Assumed: LLMEngine.get_metrics() -> objects with .name and .value
-            # (counters); REFERENCES.md names the two counters only.
+            # (counters); docs/references.md names the two counters only.
             metrics = [(m.name, float(m.value)) for m in get_metrics() if hasattr(m, "value")]
             hits, misses = prefix_blocks(metrics, self._capacity.kv_block_tokens)
             self._stats.prefix_hit_blocks, self._stats.prefix_miss_blocks = hits, misses

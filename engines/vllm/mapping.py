@@ -1,6 +1,6 @@
 """Our manifest, requests and stats in vLLM's terms, and back. No vllm import.
 
-REFERENCES.md (vLLM V1) states: ``TokensPrompt(prompt_token_ids=...)``,
+docs/references.md (vLLM V1) states: ``TokensPrompt(prompt_token_ids=...)``,
 ``skip_tokenizer_init=True``, ``LLMEngine.add_request(request_id, prompt,
 params, priority=0)``, ``step()``, ``abort_request(ids)``,
 ``has_unfinished_requests()``, the budget names ``max_num_batched_tokens``
@@ -68,7 +68,7 @@ def check_manifest(manifest: Manifest, config: Mapping[str, Any], gpu_names: Seq
 def engine_args_kwargs(manifest: Manifest) -> dict[str, Any]:
     """``EngineArgs(**kwargs)`` for this manifest.
 
-    The budget names and skip_tokenizer_init are REFERENCES.md's. Assumed
+    The budget names and skip_tokenizer_init are docs/references.md's. Assumed
     (long-standing EngineArgs fields, not stated there): ``max_model_len``,
     ``block_size``, ``enable_prefix_caching``, ``num_gpu_blocks_override``
     (caps the KV cache at the manifest's tokens), ``gpu_memory_utilization``,

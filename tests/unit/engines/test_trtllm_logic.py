@@ -2,7 +2,7 @@
 
 No stand-in for TensorRT-LLM: these tests call the adapter's own pure
 functions (manifest cross-check against a config.json in the shape
-TensorRT-LLM writes, per REFERENCES.md; request and stats mapping) and check
+TensorRT-LLM writes, per docs/references.md; request and stats mapping) and check
 that the engine refuses a bad manifest before it imports tensorrt_llm.
 """
 
@@ -40,7 +40,7 @@ from engines.trtllm.mapping import (
     strip_prompt,
 )
 
-# An engine directory's config.json as REFERENCES.md describes it: Llama-3.1-8B
+# An engine directory's config.json as docs/references.md describes it: Llama-3.1-8B
 # built with FP8 weights and KV cache for one GPU.
 ENGINE_CONFIG: dict[str, Any] = {
     "version": "0.17.0",
