@@ -17,7 +17,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_expone
 
 from engines.manifest import ManifestError, load_manifest
 from engines.registry import create_engine
-from fabric_worker.broker.connection import connect, connect_async, is_transient
+from fabric_worker.broker.connection import TRANSIENT_ERRORS, connect, connect_async, is_transient
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.streams import Broker
 from fabric_worker.fleet_config import ConfigError, FleetConfig
@@ -57,8 +57,8 @@ def engine_options(
 def fetch_config(url: str, keys: Keys, outage_budget_s: float) -> FleetConfig:
     """The fleet config, riding out a Redis outage as the broker does: a worker
     started while Redis restarts waits for it, up to the outage budget. Past it
-    the last connection error is raised (the CLI: "cannot reach Redis", exit 1);
-    refused credentials are raised at once."""
+    the last connection error is raised (the worker exits 4, as when it loses
+    Redis later); refused credentials are raised at once."""
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
         wait=wait_exponential_jitter(initial=0.05, max=1.0),
@@ -111,6 +111,15 @@ def run_worker(
     except (ManifestError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return ExitCode.CONFIG
+    except TRANSIENT_ERRORS as exc:
+        if not is_transient(exc):  # refused credentials: the CLI says so (exit 1)
+            raise
+        print(
+            f"error: cannot reach Redis for {outage_budget_s:g} s (broker lost): {exc}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return ExitCode.BROKER
     worker_options = WorkerOptions(
         consumer=consumer or default_consumer(),
         burst=burst,

@@ -250,10 +250,11 @@ def test_worker_started_during_an_outage_waits_for_redis_up_to_the_budget(
     hasty = WorkerProcess(url, ns, tmp_path, "--burst", "--outage-budget-s", "1", name="hasty")
     stopped = WorkerProcess(url, ns, tmp_path, "--burst", name="stopped")
     try:
-        # Redis stays down until the one with a 1 s budget has given up (status 1
-        # and one line, as every command that cannot reach Redis)...
-        assert hasty.wait(30) == 1, hasty.log
-        assert hasty.log.startswith("error: cannot reach Redis:"), hasty.log
+        # Redis stays down until the one with a 1 s budget has given up (status 4,
+        # broker lost, as when a running worker loses Redis, and one line)...
+        assert hasty.wait(30) == 4, hasty.log
+        assert hasty.log.startswith("error: cannot reach Redis for 1 s (broker lost):"), hasty.log
+        assert len(hasty.log.splitlines()) == 1, hasty.log
         assert patient.process.poll() is None, patient.log
         # ...and one stopped while it waits has nothing to drain: it exits 0.
         wait_until(lambda: catches_sigterm(stopped.process.pid), 30, "a SIGTERM handler")
