@@ -8,7 +8,6 @@ that no lane with work starves while a heavy lane stays full.
 
 from __future__ import annotations
 
-import bisect
 import itertools
 import math
 from collections.abc import Mapping, Sequence
@@ -56,19 +55,6 @@ def _check_lanes(lanes: Sequence[int]) -> tuple[int, ...]:
         if smaller == larger:
             raise ValueError(f"lanes must be distinct, got {smaller!r} twice")
     return ordered
-
-
-def lane_for(prompt_len: int, lanes: Sequence[int]) -> int | None:
-    """The smallest lane boundary >= ``prompt_len``; None if the prompt fits no lane.
-
-    Raises ValueError if ``prompt_len`` is below 1 or ``lanes`` is empty, not positive or
-    has duplicates.
-    """
-    if prompt_len < 1:
-        raise ValueError(f"prompt_len must be >= 1, got {prompt_len!r}")
-    ordered = _check_lanes(lanes)
-    index = bisect.bisect_left(ordered, prompt_len)
-    return ordered[index] if index < len(ordered) else None
 
 
 class LaneChooser:

@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass, field
 
 from engines.contract import EngineStats
-from fabric_worker.holdings import Held
 
 
 def ratio(part: float, whole: float) -> float:
@@ -41,16 +40,14 @@ class Meter:
     retried: int = 0
     reclaimed: int = 0
     lease_lost: int = 0
-    prompt_tokens: int = 0
     started_s: float = field(default_factory=time.monotonic)
     _last_s: float = field(default_factory=time.monotonic)
     _last_completed: int = 0
     _last_stats: EngineStats = field(default_factory=EngineStats)
 
-    def count_completion(self, held: Held, *, ok: bool) -> None:
+    def count_completion(self, *, ok: bool) -> None:
         if ok:
             self.completed += 1
-            self.prompt_tokens += len(held.job.tokens)
         else:
             self.duplicates += 1
 

@@ -31,7 +31,7 @@ from engines.contract import (
     FinishReason,
 )
 from engines.manifest import ManifestError
-from fabric_worker.admission import BudgetMarks, TokenBudget
+from fabric_worker.admission import BudgetMarks, TokenBudget, padded_cost
 from fabric_worker.broker.status import publish as publish_status
 from fabric_worker.broker.streams import Broker, BrokerLost, Claimed, Completion
 from fabric_worker.classes import ClassQueue
@@ -331,7 +331,7 @@ class Worker:
                 )
                 self.meter.dead_lettered += 1
                 continue
-            cost = c.lane + job.max_new_tokens
+            cost = padded_cost(c.lane, job.max_new_tokens)
             if c.deliveries > self.config.max_deliveries:
                 await self.broker.dead_letter(
                     c.lane,
@@ -369,7 +369,7 @@ class Worker:
         if len(job.tokens) > c.lane:
             return f"prompt of {len(job.tokens)} tokens does not belong in lane {c.lane}", None
         need = len(job.tokens) + job.max_new_tokens
-        cost = c.lane + job.max_new_tokens
+        cost = padded_cost(c.lane, job.max_new_tokens)
         if need > self.capacity.max_seq_len or not self.budget.fits_ever(cost):
             return (
                 f"job needs {need} tokens (padded {cost}); this engine holds at most "
@@ -464,7 +464,7 @@ class Worker:
             for (held, _), reply in zip(done, replies, strict=True):
                 ok = reply == "ok"
                 self.holdings.drop(held, JobEvent.COMMITTED if ok else JobEvent.ALREADY_DONE)
-                self.meter.count_completion(held, ok=ok)
+                self.meter.count_completion(ok=ok)
         for held, out in failed:
             await self._attempt_failed(held, out.error or "engine error")
         self._room.set()

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fabric_worker.admission import padded_cost
 from fabric_worker.fleet_config import FleetConfig
 from fabric_worker.protocol import MAX_CLASS_CHARS, JobEntry, is_valid_id
 
@@ -120,7 +121,7 @@ def validate_job(job: Job, config: FleetConfig, *, submitted_at: float = 0.0) ->
         end_id=job.end_id,
         submitted_at=submitted_at,
     )
-    return LanedJob(lane=lane, cost_tokens=lane + job.max_new_tokens, entry=entry)
+    return LanedJob(lane=lane, cost_tokens=padded_cost(lane, job.max_new_tokens), entry=entry)
 
 
 def job_from_json(obj: Any) -> Job:

@@ -19,14 +19,11 @@ from typing import Any
 import orjson
 import redis
 
+from fabric_worker.broker import text
 from fabric_worker.broker.scripts import register
 from fabric_worker.protocol import MAX_HEADER_BYTES, Keys, is_valid_id
 
 PAGE_SIZE = 500
-
-
-def _text(value: object) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def _get(fields: Mapping[Any, Any], name: str) -> Any:
@@ -76,7 +73,7 @@ def _header(raw: object) -> dict[str, Any]:
 
 def _number(raw: object, kind: type[int] | type[float]) -> Any:
     try:
-        return kind(_text(raw))
+        return kind(text(raw))
     except (TypeError, ValueError):
         return None
 
@@ -94,14 +91,14 @@ def parse_dead_letter(lane: int, entry_id: bytes | str, fields: Mapping[Any, Any
         cost_tokens = lane + max_new
     return DeadLetter(
         lane=lane,
-        entry_id=_text(entry_id),
+        entry_id=text(entry_id),
         job_id=job_id,
-        reason=_text(_get(fields, "reason") or ""),
+        reason=text(_get(fields, "reason") or ""),
         deliveries=_number(_get(fields, "deliveries"), int),
-        error=_text(_get(fields, "error") or ""),
-        worker=_text(_get(fields, "worker") or ""),
+        error=text(_get(fields, "error") or ""),
+        worker=text(_get(fields, "worker") or ""),
         failed_at=_number(_get(fields, "failed_at"), float),
-        original_entry=_text(_get(fields, "entry") or ""),
+        original_entry=text(_get(fields, "entry") or ""),
         cost_tokens=cost_tokens,
     )
 
@@ -128,7 +125,7 @@ def iter_dead_letters(
                 yield parse_dead_letter(lane, entry_id, fields)
             if len(entries) < page_size:
                 break
-            start = "(" + _text(entries[-1][0])
+            start = "(" + text(entries[-1][0])
 
 
 class ReplayOutcome(StrEnum):
@@ -180,8 +177,8 @@ class DeadLetters:
             keys=[self.keys.dlq(lane), self.keys.jobs(lane), self.keys.backlog(lane), state_key],
             args=[letter.entry_id, letter.cost_tokens or 0, "1" if own_key else "0"],
         )
-        detail = _text(reply[1]) if len(reply) > 1 else ""
-        return ReplayResult(letter, _SCRIPT_OUTCOMES[_text(reply[0])], detail)
+        detail = text(reply[1]) if len(reply) > 1 else ""
+        return ReplayResult(letter, _SCRIPT_OUTCOMES[text(reply[0])], detail)
 
     def purge(self, letters: Sequence[DeadLetter]) -> list[bool]:
         """Delete ``letters``; False for each that was already gone. Job states

@@ -7,6 +7,7 @@ from typing import Any
 
 import redis
 
+from fabric_worker.broker import text
 from fabric_worker.protocol import GROUP, Keys
 
 
@@ -39,10 +40,6 @@ class LaneView:
         return asdict(self)
 
 
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 def _field(info: dict[Any, Any], name: str) -> Any:
     return info.get(name, info.get(name.encode()))
 
@@ -64,7 +61,7 @@ def inspect_lanes(client: redis.Redis, keys: Keys, lanes: tuple[int, ...]) -> li
         group: dict[Any, Any] = {}
         if isinstance(groups, list):
             for g in groups:
-                if _text(_field(g, "name")) == GROUP:
+                if text(_field(g, "name")) == GROUP:
                     group = g
         pending = int(_field(group, "pending") or 0)
         lag = _field(group, "lag")
@@ -77,7 +74,7 @@ def inspect_lanes(client: redis.Redis, keys: Keys, lanes: tuple[int, ...]) -> li
                 lag=None if lag is None else int(lag),
                 consumers=[
                     ConsumerView(
-                        name=_text(_field(c, "name")),
+                        name=text(_field(c, "name")),
                         pending=int(_field(c, "pending")),
                         idle_ms=int(_field(c, "idle")),
                     )

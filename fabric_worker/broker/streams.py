@@ -25,6 +25,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from fabric_worker.broker import text
 from fabric_worker.broker.connection import TRANSIENT_ERRORS, is_transient
 from fabric_worker.broker.scripts import register
 from fabric_worker.broker.status import publish
@@ -64,10 +65,6 @@ class Completion:
 def _command(name: str, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
     """One command, to be called on whatever client :meth:`Broker._each` hands it."""
     return lambda client: getattr(client, name)(*args, **kwargs)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 class Broker:
@@ -206,7 +203,7 @@ class Broker:
             reply = await self._read(dict.fromkeys(lane_of, ">"), count, block_ms)
         claimed = []
         for stream, entries in reply or []:
-            lane = lane_of[_text(stream)]
+            lane = lane_of[text(stream)]
             for entry_id, fields in entries:
                 claimed.append(Claimed(lane, entry_id, fields or {}, 1))
         return claimed
@@ -273,7 +270,7 @@ class Broker:
             )
             cursor, entries = reply[0], reply[1]
             taken += [(entry_id, fields or {}) for entry_id, fields in entries]
-            if _text(cursor) == "0-0":
+            if text(cursor) == "0-0":
                 break
         if not taken:
             return []
@@ -309,7 +306,7 @@ class Broker:
         # Re-running a completion after a lost reply is safe: the script dedupes.
         calls = [call(c) for c in completions]
         replies = await self._call(lambda: self._each(calls))
-        return [_text(r) for r in replies]
+        return [text(r) for r in replies]
 
     async def dead_letter(
         self,
@@ -346,7 +343,7 @@ class Broker:
                 ],
             )
         )
-        return _text(reply)
+        return text(reply)
 
     # --- holding and handing back -------------------------------------------
 

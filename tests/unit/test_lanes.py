@@ -8,37 +8,13 @@ from collections import deque
 
 import pytest
 
-from fabric_worker.lanes import LaneChooser, LanePolicy, lane_for
+from fabric_worker.lanes import LaneChooser, LanePolicy
 
 LANES = (64, 128, 256, 512)
 
 
 def make_chooser(max_wait_s: float = 2.0, *, max_tps: bool = False) -> LaneChooser:
     return LaneChooser(LANES, LanePolicy(max_wait_s=max_wait_s, max_tps=max_tps))
-
-
-# --- lane_for --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("prompt_len", "lane"),
-    [(1, 64), (63, 64), (64, 64), (65, 128), (256, 256), (257, 512), (512, 512), (513, None)],
-)
-def test_lane_for_picks_smallest_boundary_that_fits(prompt_len: int, lane: int | None) -> None:
-    assert lane_for(prompt_len, LANES) == lane
-
-
-def test_lane_for_accepts_unsorted_lanes() -> None:
-    assert lane_for(100, [512, 64, 128]) == 128
-
-
-@pytest.mark.parametrize(
-    ("prompt_len", "lanes", "field"),
-    [(0, LANES, "prompt_len"), (5, (), "lanes"), (5, (64, 64), "lanes"), (5, (0, 64), "lanes")],
-)
-def test_lane_for_rejects_bad_values(prompt_len: int, lanes: tuple[int, ...], field: str) -> None:
-    with pytest.raises(ValueError, match=field):
-        lane_for(prompt_len, lanes)
 
 
 # --- policy ------------------------------------------------------------------------------
