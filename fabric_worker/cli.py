@@ -10,7 +10,13 @@ import click
 import orjson
 import redis
 
-from fabric_worker.broker.connection import DEFAULT_URL, TRANSIENT_ERRORS, connect, redact
+from fabric_worker.broker.connection import (
+    DEFAULT_URL,
+    TRANSIENT_ERRORS,
+    connect,
+    redact,
+    ride_out,
+)
 from fabric_worker.broker.inspect import format_table, inspect_lanes
 from fabric_worker.broker.namespace import init_namespace, load_config
 from fabric_worker.broker.results import ensure_result_groups, read_results
@@ -236,10 +242,24 @@ def inspect(ctx: Context, as_json: bool) -> None:
 @pass_context
 def results(ctx: Context, follow: bool, from_start: bool, group: str) -> None:
     """Print results as JSONL, continuing where this group last stopped."""
-    config = load_config(ctx.redis, ctx.keys)
-    ensure_result_groups(ctx.redis, ctx.keys, config.lanes, group, from_start=from_start)
+
+    def open_group() -> FleetConfig:
+        config = load_config(ctx.redis, ctx.keys)
+        ensure_result_groups(ctx.redis, ctx.keys, config.lanes, group, from_start=from_start)
+        return config
+
+    # A follower started during a failover waits for the new master.
+    config = ride_out(open_group, budget_s=30.0)
     out = sys.stdout.buffer
-    for item in read_results(ctx.redis, ctx.keys, config.lanes, group=group, follow=follow):
+    items = read_results(
+        ctx.redis,
+        ctx.keys,
+        config.lanes,
+        group=group,
+        follow=follow,
+        log=lambda line: click.echo(line, err=True),
+    )
+    for item in items:
         if isinstance(item, EntryError):
             click.echo(f"skipped a malformed result: {item.reason}", err=True)
             continue

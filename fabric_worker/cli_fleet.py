@@ -12,18 +12,29 @@ import click
 
 from engines.manifest import load_manifest
 from fabric_worker.autoscale import Autoscaler, ScalePolicy
+from fabric_worker.broker.connection import is_transient, ride_out
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.status import backlogs as read_backlogs
 from fabric_worker.broker.status import read_all, read_one
 from fabric_worker.cli import Context, pass_context
 
+# How long the long-running tools wait out a Redis failover or restart at start.
+OUTAGE_BUDGET_S = 30.0
+
 
 @click.command()
 @click.option("--consumer", required=True, help="The worker's consumer name.")
+@click.option(
+    "--outage-budget-s",
+    type=float,
+    default=5.0,
+    show_default=True,
+    help="How long to ride out a Redis failover or restart before giving up.",
+)
 @pass_context
-def health(ctx: Context, consumer: str) -> None:
+def health(ctx: Context, consumer: str, outage_budget_s: float) -> None:
     """Exit 0 if the worker's heartbeat is fresh and it has not failed, else 1."""
-    status = read_one(ctx.redis, ctx.keys, consumer)
+    status = ride_out(lambda: read_one(ctx.redis, ctx.keys, consumer), budget_s=outage_budget_s)
     now = time.time()
     if status is None:
         click.echo(f"unhealthy: no heartbeat from {consumer!r}", err=True)
@@ -44,22 +55,32 @@ def health(ctx: Context, consumer: str) -> None:
 @pass_context
 def top(ctx: Context, once: bool, interval_s: float) -> None:
     """A live view of lanes and workers, refreshed every second."""
-    from rich.console import Console
+    from rich.console import Console, RenderableType
     from rich.live import Live
+    from rich.text import Text
 
     from fabric_worker.top import render
 
-    config = load_config(ctx.redis, ctx.keys)
+    config = ride_out(lambda: load_config(ctx.redis, ctx.keys), budget_s=OUTAGE_BUDGET_S)
     console = Console()
     if once:
         console.print(render(ctx.redis, ctx.keys, config))
         return
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def screen() -> RenderableType:
+        try:
+            return render(ctx.redis, ctx.keys, config)
+        except Exception as exc:  # a failover or restart: say so and keep refreshing
+            if not is_transient(exc):
+                raise
+            return Text(f"Redis unreachable ({type(exc).__name__}: {exc}); retrying", style="red")
+
     try:
-        with Live(render(ctx.redis, ctx.keys, config), console=console, screen=False) as live:
+        with Live(screen(), console=console, screen=False) as live:
             while not stop.wait(interval_s):
-                live.update(render(ctx.redis, ctx.keys, config))
+                live.update(screen())
     except KeyboardInterrupt:
         pass
 
@@ -129,7 +150,7 @@ def autoscale(
     from fabric_worker.actuators import LocalActuator, MetricsActuator
 
     manifest = load_manifest(manifest_path)
-    config = load_config(ctx.redis, ctx.keys)
+    config = ride_out(lambda: load_config(ctx.redis, ctx.keys), budget_s=OUTAGE_BUDGET_S)
     gpu_ids = [g.strip() for g in gpus.split(",")] if gpus else None
     if gpu_ids:
         max_workers = min(max_workers, len(gpu_ids))
@@ -173,12 +194,20 @@ def autoscale(
     last = None
     try:
         while not stop.is_set():
-            backlogs = read_backlogs(ctx.redis, ctx.keys, config.lanes)
+            try:
+                backlogs = read_backlogs(ctx.redis, ctx.keys, config.lanes)
+                statuses = read_all(ctx.redis, ctx.keys)
+            except Exception as exc:
+                # A failover or restart: keep the workers as they are and look
+                # again next round (the workers ride it out themselves).
+                if not is_transient(exc):
+                    raise
+                log(f"autoscale: Redis unreachable ({type(exc).__name__}: {exc}); holding")
+                stop.wait(interval_s)
+                continue
             now = time.time()
             observed = [
-                s.tokens_per_s
-                for s in read_all(ctx.redis, ctx.keys)
-                if s.is_fresh(now) and s.state == "running"
+                s.tokens_per_s for s in statuses if s.is_fresh(now) and s.state == "running"
             ]
             desired = scaler.update(time.monotonic(), sum(backlogs.values()), observed)
             if isinstance(act, MetricsActuator):

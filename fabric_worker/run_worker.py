@@ -13,11 +13,9 @@ import sys
 from types import FrameType
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_exponential_jitter
-
 from engines.manifest import ManifestError, load_manifest
 from engines.registry import create_engine
-from fabric_worker.broker.connection import TRANSIENT_ERRORS, connect, connect_async, is_transient
+from fabric_worker.broker.connection import connect, connect_async, is_transient, ride_out
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.streams import Broker
 from fabric_worker.fleet_config import ConfigError, FleetConfig
@@ -59,18 +57,12 @@ def fetch_config(url: str, keys: Keys, outage_budget_s: float) -> FleetConfig:
     started while Redis restarts waits for it, up to the outage budget. Past it
     the last connection error is raised (the worker exits 4, as when it loses
     Redis later); refused credentials are raised at once."""
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        wait=wait_exponential_jitter(initial=0.05, max=1.0),
-        stop=stop_after_delay(outage_budget_s),
-        reraise=True,
-    )
 
     def load() -> FleetConfig:
         with connect(url) as client:
             return load_config(client, keys)
 
-    return retrying(load)
+    return ride_out(load, budget_s=outage_budget_s)
 
 
 def _stop_before_start(signum: int, _frame: FrameType | None) -> None:
@@ -111,7 +103,7 @@ def run_worker(
     except (ManifestError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return ExitCode.CONFIG
-    except TRANSIENT_ERRORS as exc:
+    except Exception as exc:
         if not is_transient(exc):  # refused credentials: the CLI says so (exit 1)
             raise
         print(

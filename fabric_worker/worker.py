@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from enum import IntEnum
@@ -258,6 +259,7 @@ class Worker:
             self._fail(ExitCode.BROKER, f"broker lost: {exc}")
         except Exception as exc:  # an invariant broke: fail fast, loudly
             self._fail(ExitCode.INVARIANT, f"{type(exc).__name__}: {exc}")
+            self.log("".join(traceback.format_exception(exc)).rstrip())
 
     # --- ingress: read what the budget can take -----------------------------------
 

@@ -6,11 +6,12 @@ stopped, and an entry read but not acked (the reader died) is read again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import redis
 from redis.cluster import RedisCluster
 
+from fabric_worker.broker.connection import is_transient, ride_out
 from fabric_worker.protocol import EntryError, Keys, ResultEntry, decode_result
 
 READ_COUNT = 1000
@@ -39,13 +40,37 @@ def read_results(
     consumer: str = "reader",
     follow: bool = False,
     block_ms: int = 1000,
+    outage_budget_s: float = 30.0,
+    log: Callable[[str], None] | None = None,
 ) -> Iterator[ResultEntry | EntryError]:
     """Yield results (or an EntryError for an entry that is not a result).
 
     Each batch is acked after the caller has consumed it, so an interrupted
     reader sees its unacked batch again. Without ``follow`` it ends when every
-    lane is drained.
+    lane is drained. Transient Redis errors (a restart, a failover) are ridden
+    out for ``outage_budget_s`` at a time; after one the reader starts again
+    from its own pending entries, so a batch whose ack was lost comes again.
     """
+    while True:
+        try:
+            yield from _read(client, keys, lanes, group, consumer, follow, block_ms)
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # Wait for Redis to answer again (or raise past the budget).
+            ride_out(client.ping, budget_s=outage_budget_s, log=log)
+
+
+def _read(
+    client: redis.Redis,
+    keys: Keys,
+    lanes: tuple[int, ...],
+    group: str,
+    consumer: str,
+    follow: bool,
+    block_ms: int,
+) -> Iterator[ResultEntry | EntryError]:
     # First our own pending entries (id 0), then new ones (>).
     positions = {keys.results(lane): "0" for lane in lanes}
 

@@ -26,7 +26,7 @@ from tenacity import (
 )
 
 from fabric_worker.broker import text
-from fabric_worker.broker.connection import TRANSIENT_ERRORS, is_transient
+from fabric_worker.broker.connection import is_transient
 from fabric_worker.broker.scripts import register
 from fabric_worker.broker.status import publish
 from fabric_worker.protocol import GROUP, Keys
@@ -125,7 +125,9 @@ class Broker:
             raise BrokerLost(str(exc)) from exc
         except redis.AuthenticationError as exc:
             raise BrokerLost(f"Redis refused the credentials: {exc}") from exc
-        except TRANSIENT_ERRORS as exc:
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
             raise BrokerLost(f"Redis unreachable for {self.outage_budget_s:g} s: {exc}") from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
