@@ -106,19 +106,21 @@ class FailoverReport:
         )
 
 
-class _Topology:
+class Topology:
     """What the scenario needs of a replicated Redis: a URL, its data nodes and
     which of them is the busiest master now."""
 
-    def __init__(self, kind: str, directory: Path) -> None:
+    def __init__(self, kind: str, directory: Path, num_replicas: int = 1) -> None:
         self.kind = kind
         self.servers: RedisClusterServers | RedisSentinelServers
         if kind == "cluster":
             self.servers = RedisClusterServers(
-                directory, num_replicas=1, node_timeout_ms=2000, appendonly=True
+                directory, num_replicas=num_replicas, node_timeout_ms=2000, appendonly=True
             )
         elif kind == "sentinel":
-            self.servers = RedisSentinelServers(directory, down_after_ms=1000, appendonly=True)
+            self.servers = RedisSentinelServers(
+                directory, num_replicas=num_replicas, down_after_ms=1000, appendonly=True
+            )
         else:
             raise ValueError(f"topology must be cluster or sentinel, not {kind!r}")
 
@@ -139,7 +141,9 @@ class _Topology:
         return next(node for node in self.servers.nodes if node.port == busiest)
 
 
-def _worker(url: str, log_dir: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
+def start_worker(
+    url: str, log_dir: Path, name: str, *, burst: bool = True
+) -> tuple[subprocess.Popen[bytes], Path]:
     log_path = log_dir / f"{name}.log"
     manifest = resources.files("engines").joinpath("manifests", MANIFEST)
     env = {**os.environ, "FABRIC_REDIS_URL": url, "FABRIC_NAMESPACE": NAMESPACE}
@@ -154,7 +158,7 @@ def _worker(url: str, log_dir: Path, name: str) -> tuple[subprocess.Popen[bytes]
                 str(manifest),
                 "--consumer",
                 name,
-                "--burst",
+                *(["--burst"] if burst else []),
                 "--log-every-s",
                 "1",
                 "--outage-budget-s",
@@ -167,7 +171,7 @@ def _worker(url: str, log_dir: Path, name: str) -> tuple[subprocess.Popen[bytes]
     return process, log_path
 
 
-def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
@@ -175,7 +179,7 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _count_results(client: redis.Redis, keys: Keys) -> int:
+def count_results(client: redis.Redis, keys: Keys) -> int:
     return sum(int(client.xlen(keys.results(lane))) for lane in LANES)
 
 
@@ -198,7 +202,7 @@ def run_failover(
     started = time.monotonic()
     root = Path(directory or tempfile.mkdtemp(prefix="fabric-failover-"))
     report = FailoverReport(topology, num_jobs)
-    topo = _Topology(topology, root / "redis")
+    topo = Topology(topology, root / "redis")
     topo.servers.start()
     workers: list[tuple[subprocess.Popen[bytes], Path]] = []
     try:
@@ -210,14 +214,14 @@ def run_failover(
         producer = FabricClient.from_url(topo.url, NAMESPACE)
         producer.submit(jobs)
         producer.close()
-        workers = [_worker(topo.url, root, f"w{i}") for i in range(num_workers)]
+        workers = [start_worker(topo.url, root, f"w{i}") for i in range(num_workers)]
         client = connect(topo.url)
-        _wait(
-            lambda: _count_results(client, keys) >= kill_after_results,
+        wait_for(
+            lambda: count_results(client, keys) >= kill_after_results,
             300,
             f"{kill_after_results} results",
         )
-        report.num_results_at_kill = _count_results(client, keys)
+        report.num_results_at_kill = count_results(client, keys)
         client.close()
         victim = topo.busiest_master()
         report.killed_port = victim.port

@@ -13,6 +13,7 @@ import redis
 from fabric_worker.broker.connection import (
     DEFAULT_URL,
     TRANSIENT_ERRORS,
+    ReplicationShortfall,
     connect,
     redact,
     ride_out,
@@ -26,6 +27,7 @@ from fabric_worker.fleet_config import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_DELIVERIES,
     DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_REPLICA_ACK_TIMEOUT_MS,
     DEFAULT_RETENTION_S,
     DEFAULT_VOCAB_SIZE,
     ConfigError,
@@ -130,6 +132,20 @@ def cli(ctx: click.Context, redis_url: str, namespace: str) -> None:
     default=None,
     help=f"Prompt lane + output limit [default: largest lane + {DEFAULT_MAX_NEW_TOKENS}].",
 )
+@click.option(
+    "--replica-acks",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Replicas that must acknowledge each submit and completion (WAIT); 0: do not wait.",
+)
+@click.option(
+    "--replica-ack-timeout-ms",
+    type=click.IntRange(1),
+    default=DEFAULT_REPLICA_ACK_TIMEOUT_MS,
+    show_default=True,
+    help="How long each write waits for those replicas.",
+)
 @pass_context
 def init(
     ctx: Context,
@@ -140,6 +156,8 @@ def init(
     backlog_cap_tokens: int,
     retention_s: int,
     max_seq_len: int | None,
+    replica_acks: int,
+    replica_ack_timeout_ms: int,
 ) -> None:
     """Create or update the namespace's fleet config, streams and groups."""
     lane_tuple = parse_lanes(lanes)
@@ -151,6 +169,8 @@ def init(
         backlog_cap_tokens=backlog_cap_tokens,
         retention_s=retention_s,
         max_seq_len=max_seq_len or (lane_tuple[-1] if lane_tuple else 0) + DEFAULT_MAX_NEW_TOKENS,
+        replica_acks=replica_acks,
+        replica_ack_timeout_ms=replica_ack_timeout_ms,
     )
     result = init_namespace(ctx.redis, ctx.keys, config)
     click.echo(
@@ -415,6 +435,9 @@ def main() -> None:
     except redis.AuthenticationError as exc:
         # Before TRANSIENT_ERRORS: redis-py's AuthenticationError is a ConnectionError.
         click.echo(f"error: Redis refused the credentials: {exc}", err=True)
+        sys.exit(1)
+    except ReplicationShortfall as exc:  # before TRANSIENT_ERRORS, which holds it
+        click.echo(f"error: Redis replication fell short: {exc}", err=True)
         sys.exit(1)
     except TRANSIENT_ERRORS as exc:
         click.echo(f"error: cannot reach Redis: {exc}", err=True)

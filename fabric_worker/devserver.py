@@ -89,6 +89,8 @@ class RedisServer:
             "--logfile",
             str(self.directory / "redis.log"),
         ]
+        # A replica's full sync starts at once, not after 5 s of waiting for others.
+        args += ["--repl-diskless-sync-delay", "0"]
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:

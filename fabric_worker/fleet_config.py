@@ -21,6 +21,11 @@ DEFAULT_LEASE_S = 30.0
 DEFAULT_BACKLOG_CAP_TOKENS = 200_000_000
 DEFAULT_RETENTION_S = 86_400
 DEFAULT_MAX_NEW_TOKENS = 8192
+DEFAULT_REPLICA_ACK_TIMEOUT_MS = 1000
+# Written to the stored hash only when set: a config that does not ask for
+# replica acknowledgements stays readable by releases that predate them, and
+# one that does is refused by them ("unknown field"), which is fail-closed.
+OPTIONAL_FIELDS = {"replica_acks": 0, "replica_ack_timeout_ms": DEFAULT_REPLICA_ACK_TIMEOUT_MS}
 
 
 class ConfigError(ValueError):
@@ -42,6 +47,11 @@ class FleetConfig:
     backlog_cap_tokens: int = DEFAULT_BACKLOG_CAP_TOKENS
     retention_s: int = DEFAULT_RETENTION_S
     max_seq_len: int = DEFAULT_LANES[-1] + DEFAULT_MAX_NEW_TOKENS
+    # Durability under asynchronous replication (docs/reliability.md): how many
+    # replicas must acknowledge each submit and each completion (WAIT), and how
+    # long to wait for them. 0: do not wait (Redis's own default).
+    replica_acks: int = 0
+    replica_ack_timeout_ms: int = DEFAULT_REPLICA_ACK_TIMEOUT_MS
     version: int = 1
 
     def __post_init__(self) -> None:
@@ -62,6 +72,12 @@ class FleetConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name}: {value!r} must be a positive integer")
+        if not isinstance(self.replica_acks, int) or self.replica_acks < 0:
+            raise ConfigError(f"replica_acks: {self.replica_acks!r} must be 0 or more")
+        if not isinstance(self.replica_ack_timeout_ms, int) or self.replica_ack_timeout_ms < 1:
+            raise ConfigError(
+                f"replica_ack_timeout_ms: {self.replica_ack_timeout_ms!r} must be positive"
+            )
         if not self.lease_s > 0:
             raise ConfigError(f"lease_s: {self.lease_s!r} must be positive")
         if self.max_seq_len <= self.lanes[-1]:
@@ -97,7 +113,11 @@ class FleetConfig:
 
     def to_hash(self) -> dict[str, str]:
         """The config as the string fields of the Redis hash."""
-        out = {f.name: str(getattr(self, f.name)) for f in fields(self)}
+        out = {
+            f.name: str(getattr(self, f.name))
+            for f in fields(self)
+            if OPTIONAL_FIELDS.get(f.name, object()) != getattr(self, f.name)
+        }
         out["lanes"] = ",".join(str(b) for b in self.lanes)
         out["schema"] = str(SCHEMA_VERSION)
         return out
@@ -120,7 +140,7 @@ class FleetConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{unknown[0]}: unknown field; upgrade this program")
-        missing = sorted(known - set(data))
+        missing = sorted(known - set(data) - set(OPTIONAL_FIELDS))
         if missing:
             raise ConfigError(f"{missing[0]}: missing from the stored config")
         try:
@@ -132,6 +152,10 @@ class FleetConfig:
                 backlog_cap_tokens=int(data["backlog_cap_tokens"]),
                 retention_s=int(data["retention_s"]),
                 max_seq_len=int(data["max_seq_len"]),
+                replica_acks=int(data.get("replica_acks", OPTIONAL_FIELDS["replica_acks"])),
+                replica_ack_timeout_ms=int(
+                    data.get("replica_ack_timeout_ms", OPTIONAL_FIELDS["replica_ack_timeout_ms"])
+                ),
                 version=int(data["version"]),
             )
         except ValueError as exc:

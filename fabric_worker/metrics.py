@@ -31,6 +31,7 @@ class MetricsSnapshot:
     admission_open: bool
     reclaims: int
     lease_losses: int
+    replica_shortfalls: int = 0  # completion batches fewer replicas acknowledged than asked
     levels: Mapping[str, int] = field(default_factory=dict)  # "1".."8" -> depth
 
 
@@ -74,6 +75,11 @@ class WorkerCollector(Collector):
         yield levels
         yield CounterMetricFamily("fabric_reclaims", "Entries reclaimed", value=s.reclaims)
         yield CounterMetricFamily("fabric_lease_losses", "Leases lost", value=s.lease_losses)
+        yield CounterMetricFamily(
+            "fabric_replica_ack_shortfalls",
+            "Completion batches acknowledged by fewer replicas than replica_acks",
+            value=s.replica_shortfalls,
+        )
 
 
 def serve(

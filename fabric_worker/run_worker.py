@@ -130,6 +130,8 @@ def run_worker(
             worker_options.consumer,
             retention_s=config.retention_s,
             outage_budget_s=outage_budget_s,
+            replica_acks=config.replica_acks,
+            replica_ack_timeout_ms=config.replica_ack_timeout_ms,
         )
         worker = Worker(broker, config, lambda: create_engine(manifest, **options), worker_options)
         try:

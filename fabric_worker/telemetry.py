@@ -100,5 +100,6 @@ class Telemetry:
             admission_open=bool(w.budget and w.budget.is_open),
             reclaims=w.meter.reclaimed,
             lease_losses=w.meter.lease_lost,
+            replica_shortfalls=w.broker.num_replica_shortfalls,
             levels={name.split("_", 1)[0]: depth for name, depth in w.levels().items()},
         )

@@ -12,7 +12,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis
 from redis.cluster import RedisCluster
@@ -25,8 +25,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from fabric_worker.broker.connection import DEFAULT_URL, connect, is_transient
+from fabric_worker.broker.connection import (
+    DEFAULT_URL,
+    ReplicationShortfall,
+    connect,
+    is_transient,
+)
 from fabric_worker.broker.namespace import load_config
+from fabric_worker.broker.replication import ScriptCall, SyncReplicaWriter
 from fabric_worker.broker.scripts import register
 from fabric_worker.fleet_config import FleetConfig
 from fabric_worker.protocol import Keys, encode_job
@@ -73,6 +79,7 @@ class FabricClient:
         self.backpressure_timeout_s = backpressure_timeout_s
         self.retry_budget_s = retry_budget_s
         self._script = register(client, "submit")
+        self._replicated: SyncReplicaWriter | None = None
         self._config: FleetConfig | None = None
 
     @classmethod
@@ -180,6 +187,23 @@ class FabricClient:
             args += [job.cost_tokens, fields["h"], fields["t"]]
         return keys, args
 
+    def _send_acked(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[Any]:
+        """The round's script calls, each followed by WAIT on its connection
+        (``replica_acks`` in the fleet config). Short of replicas, the round
+        fails before anything is counted, and is sent again."""
+        if self._replicated is None:
+            config = self.config
+            self._replicated = SyncReplicaWriter(
+                self._redis, config.replica_acks, config.replica_ack_timeout_ms
+            )
+        acked = self._replicated.run([ScriptCall(self._script, k, a) for k, a in calls])
+        if acked.num_acked < self._replicated.num_replicas:
+            raise ReplicationShortfall(
+                f"only {acked.num_acked} of {self._replicated.num_replicas} replica(s) "
+                f"acknowledged the submit within {self._replicated.timeout_ms} ms"
+            )
+        return acked.replies
+
     def _send(self, jobs: list[LanedJob], nonce: str, report: SubmitReport) -> list[LanedJob]:
         """One pipelined round of script calls. Returns the jobs the backlog cap
         turned away. On a connection error nothing in ``report`` changes, and
@@ -193,7 +217,9 @@ class FabricClient:
             for i in range(0, len(lane_jobs), BATCH_SIZE)
         ]
         calls = [self._script_call(batch, nonce) for batch in batches]
-        if isinstance(self._redis, RedisCluster):
+        if self.config.replica_acks:
+            replies = self._send_acked(calls)
+        elif isinstance(self._redis, RedisCluster):
             # Scripts cannot be pipelined on a cluster (each batch is one slot,
             # but a pipeline may span nodes); one round trip per 500 jobs.
             replies = [self._script(keys=k, args=a) for k, a in calls]

@@ -44,6 +44,13 @@ DEFAULT_URL = "redis://127.0.0.1:6379/0"
 SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
 DEFAULT_SENTINEL_PORT = 26379
 
+
+class ReplicationShortfall(Exception):
+    """Fewer replicas acknowledged a write than the fleet config asks for
+    (``replica_acks``). The write itself happened; sending it again is safe
+    (the scripts dedupe), so it is retried like an outage."""
+
+
 # Errors worth retrying: the server is restarting or unreachable, or a master is
 # failing over or a slot moving (redis-py's cluster client retries MOVED, ASK,
 # TRYAGAIN and CLUSTERDOWN itself a few times, then raises them; Sentinel's
@@ -59,6 +66,7 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     redis.exceptions.ReadOnlyError,
     redis.exceptions.SlotNotCoveredError,
     ConnectionError,  # the builtin: resets, refusals, broken pipes
+    ReplicationShortfall,
 )
 
 # Where redis-py's own socket code lives (sync and asyncio connections).
@@ -113,7 +121,7 @@ def ride_out(
 
     retrying = Retrying(
         retry=retry_if_exception(is_transient),
-        wait=wait_exponential_jitter(initial=0.05, max=1.0),
+        wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
         stop=stop_after_delay(budget_s),
         before_sleep=say,
         reraise=True,

@@ -27,6 +27,7 @@ from tenacity import (
 
 from fabric_worker.broker import text
 from fabric_worker.broker.connection import is_transient
+from fabric_worker.broker.replication import AsyncReplicaWriter, ScriptCall
 from fabric_worker.broker.scripts import register
 from fabric_worker.broker.status import publish
 from fabric_worker.protocol import GROUP, Keys
@@ -78,6 +79,8 @@ class Broker:
         *,
         retention_s: int,
         outage_budget_s: float = 30.0,
+        replica_acks: int = 0,
+        replica_ack_timeout_ms: int = 1000,
         log: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
     ) -> None:
         self.redis = client
@@ -96,6 +99,15 @@ class Broker:
         self._requeue = register(client, "requeue")
         self._retry = register(client, "retry")
         self._scripts = (self._complete, self._deadletter, self._renew, self._requeue, self._retry)
+        # Completions wait for this many replicas (the fleet config's replica_acks);
+        # a batch they fall short on is counted, not retried: its results are
+        # written, and losing them with the master only means running them again.
+        self._replicated = (
+            AsyncReplicaWriter(client, replica_acks, replica_ack_timeout_ms)
+            if replica_acks
+            else None
+        )
+        self.num_replica_shortfalls = 0
 
     async def _call(self, make: Callable[[], Awaitable[T]]) -> T:
         # The fast path first: building tenacity's machinery on every call costs
@@ -294,21 +306,32 @@ class Broker:
         """Run the complete script for each, pipelined: "ok" or "duplicate" each."""
         if not completions:
             return []
-
-        def call(c: Completion) -> Callable[[Any], Any]:
-            keys = [
-                self.keys.jobs(c.lane),
-                self.keys.results(c.lane),
-                self.keys.backlog(c.lane),
-                self.keys.job(c.lane, c.job_id),
-            ]
-            args = [GROUP, c.entry_id, c.cost_tokens, self.retention_s, c.header, c.tokens]
-            return self._script(self._complete, keys, args)
-
+        calls = [self._complete_call(c) for c in completions]
+        if self._replicated is not None:
+            return await self._complete_acked(self._replicated, calls)
         # Re-running a completion after a lost reply is safe: the script dedupes.
-        calls = [call(c) for c in completions]
-        replies = await self._call(lambda: self._each(calls))
+        scripted = [self._script(c.script, list(c.keys), list(c.args)) for c in calls]
+        replies = await self._call(lambda: self._each(scripted))
         return [text(r) for r in replies]
+
+    def _complete_call(self, c: Completion) -> ScriptCall:
+        keys = [
+            self.keys.jobs(c.lane),
+            self.keys.results(c.lane),
+            self.keys.backlog(c.lane),
+            self.keys.job(c.lane, c.job_id),
+        ]
+        args = [GROUP, c.entry_id, c.cost_tokens, self.retention_s, c.header, c.tokens]
+        return ScriptCall(self._complete, keys, args)
+
+    async def _complete_acked(
+        self, writer: AsyncReplicaWriter, calls: Sequence[ScriptCall]
+    ) -> list[str]:
+        """Completions followed by WAIT on their connection (see broker.replication)."""
+        acked = await self._call(lambda: writer.run(calls))
+        if acked.num_acked < writer.num_replicas:
+            self.num_replica_shortfalls += 1
+        return [text(r) for r in acked.replies]
 
     async def dead_letter(
         self,
