@@ -26,8 +26,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engines.contract import Capacity
-from fabric_worker.classes import ClassQueue
-from fabric_worker.worker import Worker
+from fabric_worker.core.classes import ClassQueue
+from fabric_worker.worker.service import Worker
 
 
 class _RoomQueue(ClassQueue):  # type: ignore[type-arg]

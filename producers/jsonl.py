@@ -16,7 +16,7 @@ from typing import IO
 
 import orjson
 
-from fabric_worker.fleet_config import FleetConfig
+from fabric_worker.wire.fleet_config import FleetConfig
 from producers.validation import JobError, LanedJob, job_from_json, validate_job
 
 MAX_LINE_BYTES = 8 * 1024 * 1024  # a 32k-token prompt is ~200 KB of JSON; 8 MB is absurd

@@ -19,7 +19,7 @@ SAMPLE = "trace_sample.csv"
 
 def trace_lengths(limit: int | None = None) -> list[tuple[int, int]]:
     """(prompt tokens, output tokens) pairs from the shipped trace sample."""
-    text = resources.files("fabric_worker").joinpath("data", SAMPLE).read_text()
+    text = resources.files("producers").joinpath("data", SAMPLE).read_text()
     rows = csv.reader(line for line in text.splitlines() if not line.startswith("#"))
     next(rows)  # header
     pairs = [(int(p), int(o)) for p, o in rows]

@@ -1,12 +1,12 @@
-"""Publishing and reading worker heartbeats (see :mod:`fabric_worker.status`)."""
+"""Publishing and reading worker heartbeats (see :mod:`fabric_worker.telemetry.status`)."""
 
 from __future__ import annotations
 
 import redis
 import redis.asyncio
 
-from fabric_worker.protocol import Keys
-from fabric_worker.status import TTL_S, WorkerStatus
+from fabric_worker.telemetry.status import TTL_S, WorkerStatus
+from fabric_worker.wire.entries import Keys
 
 FORGET_AFTER_S = 3600.0
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import redis
 from redis.cluster import RedisCluster
 
-from fabric_worker.protocol import EntryError, Keys, ResultEntry, decode_result
+from fabric_worker.wire.entries import EntryError, Keys, ResultEntry, decode_result
 
 READ_COUNT = 1000
 

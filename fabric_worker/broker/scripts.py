@@ -11,8 +11,8 @@ from redis.commands.core import AsyncScript, Script
 
 @cache
 def source(name: str) -> str:
-    """The text of ``fabric_worker/lua/<name>.lua``."""
-    return resources.files("fabric_worker").joinpath("lua", f"{name}.lua").read_text()
+    """The text of ``fabric_worker/broker/lua/<name>.lua``."""
+    return resources.files("fabric_worker.broker").joinpath("lua", f"{name}.lua").read_text()
 
 
 def register(client: Any, name: str) -> Script | AsyncScript:

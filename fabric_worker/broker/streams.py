@@ -27,10 +27,10 @@ from tenacity import (
 
 from fabric_worker.broker import text
 from fabric_worker.broker.connection import TRANSIENT_ERRORS, is_transient
+from fabric_worker.broker.heartbeat import publish
 from fabric_worker.broker.scripts import register
-from fabric_worker.broker.status import publish
-from fabric_worker.protocol import GROUP, Keys
-from fabric_worker.status import WorkerStatus
+from fabric_worker.telemetry.status import WorkerStatus
+from fabric_worker.wire.entries import GROUP, Keys
 
 T = TypeVar("T")
 CLUSTER_CONCURRENCY = 16  # commands in flight at once on a cluster (see Broker._each)
@@ -379,7 +379,7 @@ class Broker:
         return bool(reply)
 
     async def publish_status(self, status: WorkerStatus) -> None:
-        """The worker's heartbeat (see :mod:`fabric_worker.broker.status`)."""
+        """The worker's heartbeat (see :mod:`fabric_worker.broker.heartbeat`)."""
         await self._call(lambda: publish(self.redis, self.keys, status))
 
     async def stream_lengths(self, lanes: Sequence[int]) -> dict[int, int]:

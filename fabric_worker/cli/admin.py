@@ -16,13 +16,6 @@ import click
 import orjson
 import redis
 
-from fabric_worker.acl import (
-    Role,
-    parse_server_version,
-    passwords_from_env,
-    role_rules,
-    setuser_line,
-)
 from fabric_worker.broker.connection import TRANSIENT_ERRORS, redact
 from fabric_worker.broker.dlq import (
     DeadLetter,
@@ -33,7 +26,14 @@ from fabric_worker.broker.dlq import (
     iter_dead_letters,
 )
 from fabric_worker.broker.namespace import load_config
-from fabric_worker.cli import Context, pass_context
+from fabric_worker.cli.root import Context, pass_context
+from fabric_worker.fleet.acl import (
+    Role,
+    parse_server_version,
+    passwords_from_env,
+    role_rules,
+    setuser_line,
+)
 
 DEFAULT_LIST_LIMIT = 100
 

@@ -11,11 +11,11 @@ import time
 import click
 
 from engines.manifest import load_manifest
-from fabric_worker.autoscale import Autoscaler, ScalePolicy
+from fabric_worker.broker.heartbeat import backlogs as read_backlogs
+from fabric_worker.broker.heartbeat import read_all, read_one
 from fabric_worker.broker.namespace import load_config
-from fabric_worker.broker.status import backlogs as read_backlogs
-from fabric_worker.broker.status import read_all, read_one
-from fabric_worker.cli import Context, pass_context
+from fabric_worker.cli.root import Context, pass_context
+from fabric_worker.fleet.autoscale import Autoscaler, ScalePolicy
 
 
 @click.command()
@@ -47,7 +47,7 @@ def top(ctx: Context, once: bool, interval_s: float) -> None:
     from rich.console import Console
     from rich.live import Live
 
-    from fabric_worker.top import render
+    from fabric_worker.fleet.top import render
 
     config = load_config(ctx.redis, ctx.keys)
     console = Console()
@@ -126,7 +126,7 @@ def autoscale(
     log_dir: str | None,
 ) -> None:
     """Set the worker count from lane backlog (tokens) and observed throughput."""
-    from fabric_worker.actuators import LocalActuator, MetricsActuator
+    from fabric_worker.fleet.actuators import LocalActuator, MetricsActuator
 
     manifest = load_manifest(manifest_path)
     config = load_config(ctx.redis, ctx.keys)

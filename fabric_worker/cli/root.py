@@ -14,7 +14,8 @@ from fabric_worker.broker.connection import DEFAULT_URL, TRANSIENT_ERRORS, conne
 from fabric_worker.broker.inspect import format_table, inspect_lanes
 from fabric_worker.broker.namespace import init_namespace, load_config
 from fabric_worker.broker.results import ensure_result_groups, read_results
-from fabric_worker.fleet_config import (
+from fabric_worker.wire.entries import EntryError, Keys, result_json
+from fabric_worker.wire.fleet_config import (
     DEFAULT_BACKLOG_CAP_TOKENS,
     DEFAULT_LANES,
     DEFAULT_LEASE_S,
@@ -26,9 +27,8 @@ from fabric_worker.fleet_config import (
     FleetConfig,
     parse_lanes,
 )
-from fabric_worker.jsonl import iter_chunks, seekable_copy, validate_file
-from fabric_worker.protocol import EntryError, Keys, result_json
 from producers.client import BackpressureError, FabricClient
+from producers.jsonl import iter_chunks, seekable_copy, validate_file
 
 EXIT_CONFIG = 2
 
@@ -323,7 +323,7 @@ def worker(
     faults: tuple[str, ...],
 ) -> None:
     """Serve the namespace's lanes with one engine (one worker per GPU)."""
-    from fabric_worker.run_worker import run_worker
+    from fabric_worker.worker.startup import run_worker
 
     code = run_worker(
         url=ctx.url,
@@ -405,9 +405,9 @@ def main() -> None:
 
 
 def _register_admin_commands() -> None:
-    from fabric_worker.cli_admin import acl, dlq
-    from fabric_worker.cli_engine import engine
-    from fabric_worker.cli_fleet import autoscale, health, top
+    from fabric_worker.cli.admin import acl, dlq
+    from fabric_worker.cli.engine import engine
+    from fabric_worker.cli.fleet import autoscale, health, top
 
     for command in (health, top, autoscale):
         cli.add_command(command)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from fabric_worker.lifecycle import JobEvent, JobState, job_transition
-from fabric_worker.protocol import JobEntry
+from fabric_worker.core.lifecycle import JobEvent, JobState, job_transition
+from fabric_worker.wire.entries import JobEntry
 
 
 @dataclass(slots=True)

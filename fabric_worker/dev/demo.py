@@ -25,13 +25,13 @@ from fabric_worker.broker.connection import DEFAULT_URL, connect, connect_async,
 from fabric_worker.broker.inspect import format_table, inspect_lanes
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.streams import Broker
-from fabric_worker.devserver import INSTALL_HINT, RedisServer, RedisServerMissing
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.meter import hit_rate, ratio
-from fabric_worker.protocol import Keys, decode_result
-from fabric_worker.worker import ExitCode, Worker, WorkerOptions, default_consumer
-from fabric_worker.workload import trace_jobs
+from fabric_worker.dev.redis_server import INSTALL_HINT, RedisServer, RedisServerMissing
+from fabric_worker.telemetry.rates import hit_rate, ratio
+from fabric_worker.wire.entries import Keys, decode_result
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.worker.service import ExitCode, Worker, WorkerOptions, default_consumer
 from producers import FabricClient
+from producers.workload import trace_jobs
 
 
 def _reachable(url: str) -> bool:

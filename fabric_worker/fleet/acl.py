@@ -5,7 +5,7 @@ on which keys; :func:`setuser_line` renders a rule as one ``ACL SETUSER`` line.
 
 The command lists were taken from what each role really sends (checked with
 ``MONITOR`` against Redis 7.0 and redis-py 8.1, and held by
-``tests/integration/test_security.py``, which runs every role under these
+``tests/integration/fleet/test_security.py``, which runs every role under these
 rules and asserts an empty ``ACL LOG``):
 
 - every client: ``HELLO`` (needs no grant), ``PING`` (health checks) and,
@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from fabric_worker.protocol import check_namespace
+from fabric_worker.wire.entries import check_namespace
 
 _USER_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 

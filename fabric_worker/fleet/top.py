@@ -8,10 +8,10 @@ import redis
 from rich.console import Group
 from rich.table import Table
 
+from fabric_worker.broker.heartbeat import read_all
 from fabric_worker.broker.inspect import inspect_lanes
-from fabric_worker.broker.status import read_all
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys
+from fabric_worker.wire.entries import Keys
+from fabric_worker.wire.fleet_config import FleetConfig
 
 
 def render(client: redis.Redis, keys: Keys, config: FleetConfig) -> Group:

@@ -12,12 +12,12 @@ import time
 from typing import TYPE_CHECKING
 
 from engines.contract import EngineStats
-from fabric_worker.meter import delta, hit_rate, ratio
-from fabric_worker.metrics import MetricsSnapshot
-from fabric_worker.status import WorkerStatus
+from fabric_worker.telemetry.prometheus import MetricsSnapshot
+from fabric_worker.telemetry.rates import delta, hit_rate, ratio
+from fabric_worker.telemetry.status import WorkerStatus
 
 if TYPE_CHECKING:
-    from fabric_worker.worker import Worker
+    from fabric_worker.worker.service import Worker
 
 
 class Telemetry:

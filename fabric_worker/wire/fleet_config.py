@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from fabric_worker.protocol import MAX_ENTRY_BYTES, MAX_HEADER_BYTES, SCHEMA_VERSION
+from fabric_worker.wire.entries import MAX_ENTRY_BYTES, MAX_HEADER_BYTES, SCHEMA_VERSION
 
 DEFAULT_LANES: tuple[int, ...] = tuple(2**k for k in range(6, 16))  # 64 .. 32768
 DEFAULT_VOCAB_SIZE = 128_256  # Llama 3

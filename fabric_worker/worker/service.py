@@ -1,7 +1,7 @@
 """One worker per GPU: claim under a token budget, feed the engine, complete once.
 
 Asyncio at the edges (ingress, drain, lease, reclaim, report); the engine on its
-own thread (:mod:`fabric_worker.engine_thread`). The scheduling decisions are
+own thread (:mod:`fabric_worker.worker.engine_thread`). The scheduling decisions are
 the pure core's (:mod:`admission`, :mod:`lanes`, :mod:`classes`); this module
 only wires them to Redis and the engine. See docs/architecture.md.
 """
@@ -31,18 +31,24 @@ from engines.contract import (
     FinishReason,
 )
 from engines.manifest import ManifestError
-from fabric_worker.admission import BudgetMarks, TokenBudget, padded_cost
-from fabric_worker.broker.status import publish as publish_status
+from fabric_worker.broker.heartbeat import publish as publish_status
 from fabric_worker.broker.streams import Broker, BrokerLost, Claimed, Completion
-from fabric_worker.classes import ClassQueue
-from fabric_worker.engine_thread import EngineThread
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.holdings import Held, Holdings
-from fabric_worker.lanes import LaneChooser, LanePolicy
-from fabric_worker.lifecycle import JobEvent, JobState, WorkerEvent, WorkerState, worker_transition
-from fabric_worker.meter import Meter
-from fabric_worker.metrics import serve as serve_metrics
-from fabric_worker.protocol import (
+from fabric_worker.core.admission import BudgetMarks, TokenBudget, padded_cost
+from fabric_worker.core.classes import ClassQueue
+from fabric_worker.core.holdings import Held, Holdings
+from fabric_worker.core.lanes import LaneChooser, LanePolicy
+from fabric_worker.core.lifecycle import (
+    JobEvent,
+    JobState,
+    WorkerEvent,
+    WorkerState,
+    worker_transition,
+)
+from fabric_worker.telemetry.prometheus import serve as serve_metrics
+from fabric_worker.telemetry.rates import Meter
+from fabric_worker.telemetry.snapshot import Telemetry
+from fabric_worker.telemetry.status import HEARTBEAT_EVERY_S
+from fabric_worker.wire.entries import (
     EntryError,
     JobEntry,
     ResultEntry,
@@ -50,8 +56,8 @@ from fabric_worker.protocol import (
     encode_result,
     peek_id,
 )
-from fabric_worker.status import HEARTBEAT_EVERY_S
-from fabric_worker.telemetry import Telemetry
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.worker.engine_thread import EngineThread
 
 MAX_READ_COUNT = 1000
 MAX_COMPLETION_BATCH = 500

@@ -30,9 +30,9 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 
 from engines.manifest import parse_manifest
-from fabric_worker.actuators import MetricsActuator
-from fabric_worker.cli import cli
-from fabric_worker.metrics import MetricsSnapshot, WorkerCollector
+from fabric_worker.cli.root import cli
+from fabric_worker.fleet.actuators import MetricsActuator
+from fabric_worker.telemetry.prometheus import MetricsSnapshot, WorkerCollector
 from producers.validation import job_from_json
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,8 +12,8 @@ from array import array
 from prometheus_client import CollectorRegistry, generate_latest
 
 import producers
-from fabric_worker.metrics import MetricsSnapshot, WorkerCollector
-from fabric_worker.protocol import JobEntry, Keys, ResultEntry, encode_job, encode_result
+from fabric_worker.telemetry.prometheus import MetricsSnapshot, WorkerCollector
+from fabric_worker.wire.entries import JobEntry, Keys, ResultEntry, encode_job, encode_result
 from tests.golden.test_public_surface import check
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from fabric_worker.protocol import Keys, decode_result
+from fabric_worker.wire.entries import Keys, decode_result
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "engines" / "manifests"

@@ -14,9 +14,9 @@ import orjson
 import pytest
 
 from fabric_worker.broker.connection import connect
-from fabric_worker.devserver import RedisClusterServers
-from fabric_worker.protocol import Keys
-from tests.integration.fleet import WorkerProcess, num_pending, result_counts, wait_until
+from fabric_worker.dev.redis_server import RedisClusterServers
+from fabric_worker.wire.entries import Keys
+from tests.integration.harness import WorkerProcess, num_pending, result_counts, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -146,7 +146,7 @@ def test_autoscaler_reads_backlog_and_heartbeats_from_a_cluster(
             "--actuator",
             "metrics",
             "--manifest",
-            str(Path(__file__).resolve().parents[2] / "engines/manifests/sim-small.json"),
+            str(Path(__file__).resolve().parents[3] / "engines/manifests/sim-small.json"),
             "--min",
             "0",
             "--max",

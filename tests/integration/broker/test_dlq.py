@@ -16,11 +16,11 @@ import redis.asyncio
 from fabric_worker.broker.dlq import DeadLetters, ReplayOutcome, iter_dead_letters
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.streams import Broker
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import Keys
+from fabric_worker.wire.fleet_config import FleetConfig
 from producers import FabricClient, Job
-from tests.integration.fleet import WorkerProcess, num_pending, result_counts
+from tests.integration.harness import WorkerProcess, num_pending, result_counts
 
 pytestmark = pytest.mark.integration
 

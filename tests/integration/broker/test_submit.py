@@ -8,9 +8,9 @@ import pytest
 import redis
 
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys, decode_job
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import Keys, decode_job
+from fabric_worker.wire.fleet_config import FleetConfig
 from producers import BackpressureError, FabricClient, Job
 from tests.integration.proxy import DroppingProxy
 

@@ -10,8 +10,8 @@ import orjson
 import pytest
 import redis
 
-from fabric_worker.devserver import RedisServer
-from fabric_worker.protocol import Keys, ResultEntry, encode_result
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import Keys, ResultEntry, encode_result
 
 pytestmark = pytest.mark.integration
 

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from fabric_worker.broker.heartbeat import read_all
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.broker.status import read_all
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import Keys
+from fabric_worker.wire.fleet_config import FleetConfig
 from producers import FabricClient, Job
-from tests.integration.fleet import (
+from tests.integration.harness import (
     MANIFESTS,
     WorkerProcess,
     num_pending,

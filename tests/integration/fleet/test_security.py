@@ -19,13 +19,13 @@ import pytest
 import redis
 import redis.asyncio
 
-from fabric_worker.acl import Role
 from fabric_worker.broker.connection import redact
-from fabric_worker.broker.status import publish
-from fabric_worker.devserver import RedisServer, free_port
-from fabric_worker.protocol import Keys
-from fabric_worker.status import WorkerStatus
-from tests.integration.fleet import WorkerProcess
+from fabric_worker.broker.heartbeat import publish
+from fabric_worker.dev.redis_server import RedisServer, free_port
+from fabric_worker.fleet.acl import Role
+from fabric_worker.telemetry.status import WorkerStatus
+from fabric_worker.wire.entries import Keys
+from tests.integration.harness import WorkerProcess
 
 pytestmark = pytest.mark.integration
 
@@ -309,7 +309,7 @@ def test_no_password_on_error_paths(acl_server: RedisServer, tmp_path: Path) -> 
     `fabric submit` retries connection errors for 30 s before giving up."""
     wrong = url_for(acl_server.port, "fabric-reader", WRONG_PW)
     nowhere = url_for(free_port(), ADMIN, ADMIN_PW)
-    manifest = str(Path(__file__).resolve().parents[2] / "engines/manifests/sim-small.json")
+    manifest = str(Path(__file__).resolve().parents[3] / "engines/manifests/sim-small.json")
     commands = [
         ("inspect",),
         ("results",),

@@ -30,9 +30,8 @@ from hypothesis import strategies as st
 
 from bench.chaos import run_chaos
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import (
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import (
     GROUP,
     MAX_ENTRY_BYTES,
     MAX_HEADER_BYTES,
@@ -42,9 +41,10 @@ from fabric_worker.protocol import (
     is_valid_id,
     pack_tokens,
 )
+from fabric_worker.wire.fleet_config import FleetConfig
 from producers import FabricClient, Job
-from tests.integration.fleet import WorkerProcess, num_pending, num_results, wait_until
-from tests.integration.test_worker import LANES, VOCAB, assert_exactly_once, ragged_jobs
+from tests.integration.harness import WorkerProcess, num_pending, num_results, wait_until
+from tests.integration.worker.test_worker import LANES, VOCAB, assert_exactly_once, ragged_jobs
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ import redis
 
 from engines.sim.outputs import expected_output
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys, decode_result
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import Keys, decode_result
+from fabric_worker.wire.fleet_config import FleetConfig
 from producers import FabricClient, Job
-from tests.integration.fleet import (
+from tests.integration.harness import (
     MANIFESTS,
     WorkerProcess,
     num_pending,

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric_worker.admission import BudgetMarks, TokenBudget, padded_cost
+from fabric_worker.core.admission import BudgetMarks, TokenBudget, padded_cost
 
 HIGH = 1000
 LOW = 600

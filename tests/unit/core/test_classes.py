@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fabric_worker.classes import ClassQueue, QueueFull
+from fabric_worker.core.classes import ClassQueue, QueueFull
 
 BIG_WAIT_S = 1e9
 

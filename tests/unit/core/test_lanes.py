@@ -8,7 +8,7 @@ from collections import deque
 
 import pytest
 
-from fabric_worker.lanes import LaneChooser, LanePolicy
+from fabric_worker.core.lanes import LaneChooser, LanePolicy
 
 LANES = (64, 128, 256, 512)
 

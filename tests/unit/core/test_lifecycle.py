@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from fabric_worker.lifecycle import (
+from fabric_worker.core.lifecycle import (
     InvalidTransition,
     JobEvent,
     JobState,

@@ -1,4 +1,4 @@
-"""ACL rule generation: pure, no server (tests/integration/test_security.py applies
+"""ACL rule generation: pure, no server (tests/integration/fleet/test_security.py applies
 the rules to a real Redis)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from fnmatch import fnmatchcase
 
 import pytest
 
-from fabric_worker.acl import (
+from fabric_worker.fleet.acl import (
     Role,
     parse_server_version,
     passwords_from_env,
@@ -17,7 +17,7 @@ from fabric_worker.acl import (
     setuser_line,
     setuser_tokens,
 )
-from fabric_worker.protocol import Keys
+from fabric_worker.wire.entries import Keys
 
 NS = "t1"
 FORBIDDEN = {

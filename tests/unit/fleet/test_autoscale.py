@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from fabric_worker.autoscale import Autoscaler, ScalePolicy, per_worker_tokens_per_s
+from fabric_worker.fleet.autoscale import Autoscaler, ScalePolicy, per_worker_tokens_per_s
 
 POLICY = ScalePolicy(
     min_workers=1, max_workers=4, target_drain_s=10, cooldown_s=30, guess_tokens_per_s=1000

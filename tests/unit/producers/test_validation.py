@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric_worker.fleet_config import FleetConfig
+from fabric_worker.wire.fleet_config import FleetConfig
 from producers.validation import Job, JobError, job_from_json, validate_job
 
 CONFIG = FleetConfig(
@@ -119,7 +119,7 @@ def test_validator_accepts_exactly_the_valid_jobs(tokens: list[object], max_new:
 def test_the_largest_valid_job_fits_both_size_caps() -> None:
     """Producer side of the size limits: whatever validates encodes within the caps the
     worker enforces (header and whole entry), so no valid job is refused downstream."""
-    from fabric_worker.protocol import MAX_ENTRY_BYTES, MAX_HEADER_BYTES, encode_job
+    from fabric_worker.wire.entries import MAX_ENTRY_BYTES, MAX_HEADER_BYTES, encode_job
 
     config = FleetConfig(
         lanes=(64, 65536), vocab_size=2**32 - 1, max_seq_len=70_000, backlog_cap_tokens=10**9
@@ -137,7 +137,7 @@ def test_the_largest_valid_job_fits_both_size_caps() -> None:
 
 
 def test_lanes_beyond_the_entry_cap_are_refused() -> None:
-    from fabric_worker.fleet_config import ConfigError
+    from fabric_worker.wire.fleet_config import ConfigError
 
     with pytest.raises(ConfigError, match=r"over the .*-byte cap"):
         FleetConfig(lanes=(64, 131072), max_seq_len=140_000, backlog_cap_tokens=10**9)

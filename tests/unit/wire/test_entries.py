@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric_worker.protocol import (
+from fabric_worker.wire.entries import (
     MAX_ENTRY_BYTES,
     MAX_HEADER_BYTES,
     SCHEMA_VERSION,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fabric_worker.fleet_config import DEFAULT_LANES, ConfigError, FleetConfig, parse_lanes
+from fabric_worker.wire.fleet_config import DEFAULT_LANES, ConfigError, FleetConfig, parse_lanes
 
 
 def test_defaults_are_powers_of_two_from_64_to_32768() -> None:

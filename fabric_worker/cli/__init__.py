@@ -1,0 +1,5 @@
+"""The ``fabric`` command line (entry point ``fabric_worker.cli:main``)."""
+
+from fabric_worker.cli.root import cli, main
+
+__all__ = ["cli", "main"]
