@@ -29,7 +29,7 @@ from fabric_worker.broker.connection import connect, connect_async
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.streams import Broker
 from fabric_worker.core.lifecycle import WorkerState
-from fabric_worker.wire.entries import Keys
+from fabric_worker.wire.keys import Keys
 from fabric_worker.worker.service import Worker, WorkerOptions
 
 Hook = Callable[[Worker], Awaitable[dict[str, Any]]]

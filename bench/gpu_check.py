@@ -43,8 +43,9 @@ from fabric_worker.broker.connection import connect, connect_async
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.streams import Broker
 from fabric_worker.dev.redis_server import INSTALL_HINT, RedisServer, RedisServerMissing
-from fabric_worker.wire.entries import Keys, decode_result
+from fabric_worker.wire.entries import decode_result
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from fabric_worker.worker.service import ExitCode, Worker, WorkerOptions
 from producers import FabricClient, Job
 from producers.workload import trace_jobs

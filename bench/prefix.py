@@ -51,8 +51,8 @@ from engines.manifest import load_manifest
 from engines.sim import SimEngine
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.dev.redis_server import RedisServer
-from fabric_worker.wire.entries import Keys
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
 
 MANIFEST = MANIFESTS / "sim-h200.json"

@@ -28,8 +28,9 @@ from tenacity import (
 from fabric_worker.broker.connection import DEFAULT_URL, connect, is_transient
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.scripts import register
-from fabric_worker.wire.entries import Keys, encode_job
+from fabric_worker.wire.entries import encode_job
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers.validation import InvalidJobsError, Job, JobError, LanedJob, validate_job
 
 T = TypeVar("T")

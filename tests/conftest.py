@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from fabric_worker.dev.redis_server import RedisServer
-from fabric_worker.wire.entries import Keys
+from fabric_worker.wire.keys import Keys
 
 _counter = itertools.count()
 

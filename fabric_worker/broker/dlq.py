@@ -21,7 +21,8 @@ import redis
 
 from fabric_worker.broker import text
 from fabric_worker.broker.scripts import register
-from fabric_worker.wire.entries import MAX_HEADER_BYTES, Keys, is_valid_id
+from fabric_worker.wire.entries import MAX_HEADER_BYTES, is_valid_id
+from fabric_worker.wire.keys import Keys
 
 PAGE_SIZE = 500
 

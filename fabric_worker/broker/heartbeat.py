@@ -6,7 +6,7 @@ import redis
 import redis.asyncio
 
 from fabric_worker.telemetry.status import TTL_S, WorkerStatus
-from fabric_worker.wire.entries import Keys
+from fabric_worker.wire.keys import Keys
 
 FORGET_AFTER_S = 3600.0
 

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import redis
 from redis.cluster import RedisCluster
 
-from fabric_worker.wire.entries import EntryError, Keys, ResultEntry, decode_result
+from fabric_worker.wire.entries import EntryError, ResultEntry, decode_result
+from fabric_worker.wire.keys import Keys
 
 READ_COUNT = 1000
 

@@ -30,7 +30,7 @@ from fabric_worker.broker.connection import TRANSIENT_ERRORS, is_transient
 from fabric_worker.broker.heartbeat import publish
 from fabric_worker.broker.scripts import register
 from fabric_worker.telemetry.status import WorkerStatus
-from fabric_worker.wire.entries import GROUP, Keys
+from fabric_worker.wire.keys import GROUP, Keys
 
 T = TypeVar("T")
 CLUSTER_CONCURRENCY = 16  # commands in flight at once on a cluster (see Broker._each)

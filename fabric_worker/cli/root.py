@@ -14,7 +14,7 @@ from fabric_worker.broker.connection import DEFAULT_URL, TRANSIENT_ERRORS, conne
 from fabric_worker.broker.inspect import format_table, inspect_lanes
 from fabric_worker.broker.namespace import init_namespace, load_config
 from fabric_worker.broker.results import ensure_result_groups, read_results
-from fabric_worker.wire.entries import EntryError, Keys, result_json
+from fabric_worker.wire.entries import EntryError, result_json
 from fabric_worker.wire.fleet_config import (
     DEFAULT_BACKLOG_CAP_TOKENS,
     DEFAULT_LANES,
@@ -27,6 +27,7 @@ from fabric_worker.wire.fleet_config import (
     FleetConfig,
     parse_lanes,
 )
+from fabric_worker.wire.keys import Keys
 from producers.client import BackpressureError, FabricClient
 from producers.jsonl import iter_chunks, seekable_copy, validate_file
 

@@ -68,18 +68,6 @@ class BudgetMarks:
         return cls(high_water_tokens=high, low_water_tokens=high - gap)
 
 
-def padded_cost(lane: int, max_new_tokens: int) -> int:
-    """A job's padded cost in tokens: its lane boundary plus ``max_new_tokens``.
-
-    Raises ValueError if ``lane`` or ``max_new_tokens`` is below 1.
-    """
-    if lane < 1:
-        raise ValueError(f"lane must be >= 1, got {lane!r}")
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
-    return lane + max_new_tokens
-
-
 def _check_cost(cost_tokens: int) -> None:
     if cost_tokens < 1:
         raise ValueError(f"cost_tokens must be >= 1, got {cost_tokens!r}")

@@ -27,8 +27,9 @@ from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.streams import Broker
 from fabric_worker.dev.redis_server import INSTALL_HINT, RedisServer, RedisServerMissing
 from fabric_worker.telemetry.rates import hit_rate, ratio
-from fabric_worker.wire.entries import Keys, decode_result
+from fabric_worker.wire.entries import decode_result
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from fabric_worker.worker.service import ExitCode, Worker, WorkerOptions, default_consumer
 from producers import FabricClient
 from producers.workload import trace_jobs

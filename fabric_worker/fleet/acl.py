@@ -33,7 +33,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from fabric_worker.wire.entries import check_namespace
+from fabric_worker.wire.keys import check_namespace
 
 _USER_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
 

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from fabric_worker.broker.heartbeat import read_all
 from fabric_worker.broker.inspect import inspect_lanes
-from fabric_worker.wire.entries import Keys
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 
 
 def render(client: redis.Redis, keys: Keys, config: FleetConfig) -> Group:

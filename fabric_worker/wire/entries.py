@@ -1,9 +1,9 @@
-"""Key names and the wire format shared by producers and workers.
+"""The entry codec shared by producers and workers.
 
-Everything that crosses Redis is defined here: the key of every stream and
-counter (DESIGN section 2), the job entry (``h`` orjson header + ``t`` tokens as
-little-endian uint32) and the result entry of the same shape. Encoding and
-decoding are pure functions; decoding never trusts a payload's size.
+The job entry (``h`` orjson header + ``t`` tokens as little-endian uint32) and
+the result entry of the same shape (DESIGN section 2), with the size caps a
+worker applies before parsing anything. Encoding and decoding are pure
+functions; decoding never trusts a payload's size. Key names: :mod:`.keys`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,6 @@ MAX_ENTRY_BYTES = 4 * 65536 + MAX_HEADER_BYTES
 MAX_ID_CHARS = 128
 MAX_CLASS_CHARS = 128
 _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-_NAMESPACE_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-GROUP = "workers"
 
 if array("I").itemsize != 4:  # pragma: no cover - every platform we ship on
     raise ImportError("array('I') is not 32-bit on this platform")
@@ -45,60 +42,8 @@ class EntryError(ValueError):
         self.reason = reason
 
 
-def check_namespace(namespace: str) -> str:
-    """Return ``namespace`` if it is usable in key names, else raise ValueError."""
-    if not _NAMESPACE_RE.fullmatch(namespace):
-        raise ValueError(f"namespace {namespace!r}: use 1 to 64 characters from [A-Za-z0-9._-]")
-    return namespace
-
-
 def is_valid_id(job_id: str) -> bool:
     return bool(_ID_RE.fullmatch(job_id))
-
-
-@dataclass(frozen=True, slots=True)
-class Keys:
-    """Every Redis key of one namespace.
-
-    Lane keys carry the hash tag ``{L<n>}`` so one lane lives in one cluster
-    slot and each server-side script touches a single slot.
-    """
-
-    namespace: str
-
-    def __post_init__(self) -> None:
-        check_namespace(self.namespace)
-
-    @property
-    def config(self) -> str:
-        return f"{self.namespace}:config"
-
-    @property
-    def workers(self) -> str:
-        """Sorted set of worker names, scored by their last heartbeat."""
-        return f"{self.namespace}:workers"
-
-    def worker(self, consumer: str) -> str:
-        """A worker's status hash (expires unless the worker keeps publishing)."""
-        return f"{self.namespace}:worker:{consumer}"
-
-    def _lane(self, lane: int) -> str:
-        return f"{self.namespace}:{{L{lane}}}"
-
-    def jobs(self, lane: int) -> str:
-        return f"{self._lane(lane)}:jobs"
-
-    def results(self, lane: int) -> str:
-        return f"{self._lane(lane)}:results"
-
-    def dlq(self, lane: int) -> str:
-        return f"{self._lane(lane)}:dlq"
-
-    def backlog(self, lane: int) -> str:
-        return f"{self._lane(lane)}:backlog"
-
-    def job(self, lane: int, job_id: str) -> str:
-        return f"{self._lane(lane)}:job:{job_id}"
 
 
 # --- tokens -----------------------------------------------------------------

@@ -23,6 +23,18 @@ DEFAULT_RETENTION_S = 86_400
 DEFAULT_MAX_NEW_TOKENS = 8192
 
 
+def padded_cost(lane: int, max_new_tokens: int) -> int:
+    """A job's padded cost in tokens: its lane boundary plus ``max_new_tokens``.
+
+    Raises ValueError if ``lane`` or ``max_new_tokens`` is below 1.
+    """
+    if lane < 1:
+        raise ValueError(f"lane must be >= 1, got {lane!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+    return lane + max_new_tokens
+
+
 class ConfigError(ValueError):
     """A fleet config that cannot be used; the message names the field."""
 

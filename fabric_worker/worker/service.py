@@ -33,7 +33,7 @@ from engines.contract import (
 from engines.manifest import ManifestError
 from fabric_worker.broker.heartbeat import publish as publish_status
 from fabric_worker.broker.streams import Broker, BrokerLost, Claimed, Completion
-from fabric_worker.core.admission import BudgetMarks, TokenBudget, padded_cost
+from fabric_worker.core.admission import BudgetMarks, TokenBudget
 from fabric_worker.core.classes import ClassQueue
 from fabric_worker.core.holdings import Held, Holdings
 from fabric_worker.core.lanes import LaneChooser, LanePolicy
@@ -56,7 +56,7 @@ from fabric_worker.wire.entries import (
     encode_result,
     peek_id,
 )
-from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.fleet_config import FleetConfig, padded_cost
 from fabric_worker.worker.engine_thread import EngineThread
 
 MAX_READ_COUNT = 1000

@@ -20,8 +20,8 @@ from engines.registry import create_engine
 from fabric_worker.broker.connection import TRANSIENT_ERRORS, connect, connect_async, is_transient
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.streams import Broker
-from fabric_worker.wire.entries import Keys
 from fabric_worker.wire.fleet_config import ConfigError, FleetConfig
+from fabric_worker.wire.keys import Keys
 from fabric_worker.worker.service import ExitCode, Worker, WorkerOptions, default_consumer
 
 FAULTS = {"poison_token": int, "fatal_after_steps": int, "hang_on_close_s": float}

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 import producers
 from fabric_worker.telemetry.prometheus import MetricsSnapshot, WorkerCollector
-from fabric_worker.wire.entries import JobEntry, Keys, ResultEntry, encode_job, encode_result
+from fabric_worker.wire.entries import JobEntry, ResultEntry, encode_job, encode_result
+from fabric_worker.wire.keys import Keys
 from tests.golden.test_public_surface import check
 
 

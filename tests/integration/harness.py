@@ -12,7 +12,8 @@ from pathlib import Path
 
 import redis
 
-from fabric_worker.wire.entries import Keys, decode_result
+from fabric_worker.wire.entries import decode_result
+from fabric_worker.wire.keys import Keys
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "engines" / "manifests"

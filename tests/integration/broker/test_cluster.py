@@ -15,7 +15,7 @@ import pytest
 
 from fabric_worker.broker.connection import connect
 from fabric_worker.dev.redis_server import RedisClusterServers
-from fabric_worker.wire.entries import Keys
+from fabric_worker.wire.keys import Keys
 from tests.integration.harness import WorkerProcess, num_pending, result_counts, wait_until
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from fabric_worker.broker.dlq import DeadLetters, ReplayOutcome, iter_dead_lette
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.streams import Broker
 from fabric_worker.dev.redis_server import RedisServer
-from fabric_worker.wire.entries import Keys
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
 from tests.integration.harness import WorkerProcess, num_pending, result_counts
 

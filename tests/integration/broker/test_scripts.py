@@ -21,8 +21,9 @@ from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.scripts import register
 from fabric_worker.broker.streams import Broker, Completion
 from fabric_worker.dev.redis_server import RedisServer
-from fabric_worker.wire.entries import GROUP, JobEntry, Keys, ResultEntry, encode_job, encode_result
+from fabric_worker.wire.entries import JobEntry, ResultEntry, encode_job, encode_result
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import GROUP, Keys
 from producers import FabricClient, Job
 
 pytestmark = pytest.mark.integration

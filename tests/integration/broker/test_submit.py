@@ -9,8 +9,9 @@ import redis
 
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.dev.redis_server import RedisServer
-from fabric_worker.wire.entries import Keys, decode_job
+from fabric_worker.wire.entries import decode_job
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers import BackpressureError, FabricClient, Job
 from tests.integration.proxy import DroppingProxy
 

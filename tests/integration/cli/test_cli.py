@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from fabric_worker.dev.redis_server import RedisServer
-from fabric_worker.wire.entries import Keys, ResultEntry, encode_result
+from fabric_worker.wire.entries import ResultEntry, encode_result
+from fabric_worker.wire.keys import Keys
 
 pytestmark = pytest.mark.integration
 

@@ -18,8 +18,8 @@ import redis
 from fabric_worker.broker.heartbeat import read_all
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.dev.redis_server import RedisServer
-from fabric_worker.wire.entries import Keys
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
 from tests.integration.harness import (
     MANIFESTS,

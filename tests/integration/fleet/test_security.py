@@ -24,7 +24,7 @@ from fabric_worker.broker.heartbeat import publish
 from fabric_worker.dev.redis_server import RedisServer, free_port
 from fabric_worker.fleet.acl import Role
 from fabric_worker.telemetry.status import WorkerStatus
-from fabric_worker.wire.entries import Keys
+from fabric_worker.wire.keys import Keys
 from tests.integration.harness import WorkerProcess
 
 pytestmark = pytest.mark.integration

@@ -32,16 +32,15 @@ from bench.chaos import run_chaos
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.dev.redis_server import RedisServer
 from fabric_worker.wire.entries import (
-    GROUP,
     MAX_ENTRY_BYTES,
     MAX_HEADER_BYTES,
-    Keys,
     ResultEntry,
     decode_result,
     is_valid_id,
     pack_tokens,
 )
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import GROUP, Keys
 from producers import FabricClient, Job
 from tests.integration.harness import WorkerProcess, num_pending, num_results, wait_until
 from tests.integration.worker.test_worker import LANES, VOCAB, assert_exactly_once, ragged_jobs

@@ -15,8 +15,9 @@ import redis
 from engines.sim.outputs import expected_output
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.dev.redis_server import RedisServer
-from fabric_worker.wire.entries import Keys, decode_result
+from fabric_worker.wire.entries import decode_result
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
 from tests.integration.harness import (
     MANIFESTS,

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric_worker.core.admission import BudgetMarks, TokenBudget, padded_cost
+from fabric_worker.core.admission import BudgetMarks, TokenBudget
+from fabric_worker.wire.fleet_config import padded_cost
 
 HIGH = 1000
 LOW = 600

@@ -17,7 +17,7 @@ from fabric_worker.fleet.acl import (
     setuser_line,
     setuser_tokens,
 )
-from fabric_worker.wire.entries import Keys
+from fabric_worker.wire.keys import Keys
 
 NS = "t1"
 FORBIDDEN = {

@@ -6,8 +6,8 @@ import fakeredis
 import pytest
 
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.wire.entries import Keys
 from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers import BackpressureError, FabricClient, InvalidJobsError, Job
 
 CONFIG = FleetConfig(lanes=(64, 128), vocab_size=100, max_seq_len=256, backlog_cap_tokens=1000)

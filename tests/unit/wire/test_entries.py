@@ -14,9 +14,7 @@ from fabric_worker.wire.entries import (
     SCHEMA_VERSION,
     EntryError,
     JobEntry,
-    Keys,
     ResultEntry,
-    check_namespace,
     decode_job,
     decode_result,
     encode_job,
@@ -25,6 +23,7 @@ from fabric_worker.wire.entries import (
     peek_id,
     unpack_tokens,
 )
+from fabric_worker.wire.keys import Keys, check_namespace
 
 VOCAB = 128_256
 MAX_PROMPT = 32_768
