@@ -46,7 +46,8 @@ from fabric_worker.dev.redis_server import INSTALL_HINT, RedisServer, RedisServe
 from fabric_worker.wire.entries import decode_result
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import Keys
-from fabric_worker.worker.service import ExitCode, Worker, WorkerOptions
+from fabric_worker.worker.options import ExitCode, WorkerOptions
+from fabric_worker.worker.service import Worker
 from producers import FabricClient, Job
 from producers.workload import trace_jobs
 

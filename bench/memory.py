@@ -71,10 +71,10 @@ def child_main(url: str, num_rounds: int, round_jobs: int, traced_rounds: int) -
     trace_from = num_rounds - traced_rounds - 2  # tracing starts at the end of this round
 
     async def sample(worker) -> dict[str, Any]:
-        assert worker.queue is not None
+        dispatcher = worker.serving.dispatcher  # serving: the hook runs once the worker is up
         for r in range(num_rounds):
             target = (r + 1) * round_jobs
-            while num_left_worker(worker) < target or worker.holdings or worker.queue:
+            while num_left_worker(worker) < target or not dispatcher.is_idle:
                 await asyncio.sleep(0.02)
             gc.collect()
             point = {

@@ -153,7 +153,7 @@ def child_main(url: str, manifest: str, expect: int, window_jobs: int, proposed:
         in_flight = []
         while num_left_worker(worker) < WARM_JOBS + window_jobs:
             await asyncio.sleep(0.05)
-            in_flight.append(len(worker.holdings.running()))
+            in_flight.append(len(worker.serving.dispatcher.holdings.running()))
         last = snapshot()
         delta = {k: last[k] - first[k] for k in first}
         delta["mean_in_flight"] = sum(in_flight) / max(1, len(in_flight))

@@ -27,6 +27,7 @@ from collections.abc import Callable
 
 from engines.contract import Capacity
 from fabric_worker.core.classes import ClassQueue
+from fabric_worker.core.dispatcher import Dispatcher
 from fabric_worker.worker.service import Worker
 
 
@@ -48,11 +49,14 @@ class _RoomQueue(ClassQueue):  # type: ignore[type-arg]
 class ProposedWorker(Worker):
     """The fabric Worker with the proposed ingress fix (see the module docstring)."""
 
-    def _configure(self, capacity: Capacity | None) -> None:
-        super()._configure(capacity)
-        assert self.queue is not None
-        self.queue = _RoomQueue(self.queue.max_tokens, self.queue.max_wait_s, self._one_job)
+    def make_dispatcher(self, capacity: Capacity) -> Dispatcher:
+        dispatcher = super().make_dispatcher(capacity)
+        reads = dispatcher.reads
 
-    def _one_job(self) -> int:
-        lane = self.chooser.current if self.chooser.current is not None else self.config.lanes[0]
-        return lane + int(self._est_new_tokens[lane])
+        def one_job() -> int:
+            current = reads.chooser.current
+            return reads.estimate(current if current is not None else self.config.lanes[0])
+
+        queue = _RoomQueue(dispatcher.queue.max_tokens, dispatcher.queue.max_wait_s, one_job)
+        dispatcher.queue = reads.queue = queue
+        return dispatcher

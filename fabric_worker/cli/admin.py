@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 import click
 import orjson
-import redis
 
+from fabric_worker.broker.client import AuthError, RefusedError
 from fabric_worker.broker.connection import TRANSIENT_ERRORS, redact
 from fabric_worker.broker.dlq import (
     DeadLetter,
@@ -248,7 +248,7 @@ def _server_version(ctx: Context, given: str) -> tuple[int, int]:
             raise click.BadParameter(str(exc), param_hint="--server-version") from None
     try:
         info = ctx.redis.info("server")
-    except (*TRANSIENT_ERRORS, redis.AuthenticationError, redis.ResponseError) as exc:
+    except (*TRANSIENT_ERRORS, AuthError, RefusedError) as exc:
         raise click.ClickException(
             f"cannot ask Redis at {redact(ctx.url)} for its version ({exc}); "
             f"pass --server-version MAJOR.MINOR"

@@ -8,8 +8,8 @@ from typing import IO, Any
 
 import click
 import orjson
-import redis
 
+from fabric_worker.broker.client import AuthError, RefusedError, SyncRedis
 from fabric_worker.broker.connection import DEFAULT_URL, TRANSIENT_ERRORS, connect, redact
 from fabric_worker.broker.inspect import format_table, inspect_lanes
 from fabric_worker.broker.namespace import init_namespace, load_config
@@ -28,6 +28,11 @@ from fabric_worker.wire.fleet_config import (
     parse_lanes,
 )
 from fabric_worker.wire.keys import Keys
+from fabric_worker.worker.options import (
+    DEFAULT_GRACE_S,
+    DEFAULT_LOG_EVERY_S,
+    DEFAULT_OUTAGE_BUDGET_S,
+)
 from producers.client import BackpressureError, FabricClient
 from producers.jsonl import iter_chunks, seekable_copy, validate_file
 
@@ -40,10 +45,10 @@ class Context:
     def __init__(self, url: str, namespace: str) -> None:
         self.url = url
         self.keys = Keys(namespace)
-        self._client: redis.Redis | None = None
+        self._client: SyncRedis | None = None
 
     @property
-    def redis(self) -> redis.Redis:
+    def redis(self) -> SyncRedis:
         if self._client is None:
             try:
                 self._client = connect(self.url)
@@ -268,18 +273,18 @@ def results(ctx: Context, follow: bool, from_start: bool, group: str) -> None:
 @click.option(
     "--grace-s",
     type=float,
-    default=30.0,
+    default=DEFAULT_GRACE_S,
     show_default=True,
     help="On SIGTERM: how long in-flight work may take to finish.",
 )
 @click.option(
     "--outage-budget-s",
     type=float,
-    default=30.0,
+    default=DEFAULT_OUTAGE_BUDGET_S,
     show_default=True,
     help="How long to ride out a Redis outage before exiting with status 4.",
 )
-@click.option("--log-every-s", type=float, default=5.0, show_default=True)
+@click.option("--log-every-s", type=float, default=DEFAULT_LOG_EVERY_S, show_default=True)
 @click.option(
     "--metrics-port",
     type=click.IntRange(0, 65535),
@@ -393,14 +398,14 @@ def main() -> None:
     except BackpressureError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
-    except redis.AuthenticationError as exc:
+    except AuthError as exc:
         # Before TRANSIENT_ERRORS: redis-py's AuthenticationError is a ConnectionError.
         click.echo(f"error: Redis refused the credentials: {exc}", err=True)
         sys.exit(1)
     except TRANSIENT_ERRORS as exc:
         click.echo(f"error: cannot reach Redis: {exc}", err=True)
         sys.exit(1)
-    except redis.ResponseError as exc:
+    except RefusedError as exc:
         click.echo(f"error: Redis refused a command: {exc}", err=True)
         sys.exit(1)
 

@@ -16,11 +16,11 @@ import time
 from importlib import resources
 
 import click
-import redis
 
 from engines.clock import WallClock
 from engines.manifest import load_manifest
 from engines.registry import create_engine
+from fabric_worker.broker.client import RedisError, SyncRedis
 from fabric_worker.broker.connection import DEFAULT_URL, connect, connect_async, redact
 from fabric_worker.broker.inspect import format_table, inspect_lanes
 from fabric_worker.broker.namespace import init_namespace
@@ -30,7 +30,8 @@ from fabric_worker.telemetry.rates import hit_rate, ratio
 from fabric_worker.wire.entries import decode_result
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import Keys
-from fabric_worker.worker.service import ExitCode, Worker, WorkerOptions, default_consumer
+from fabric_worker.worker.options import ExitCode, WorkerOptions, default_consumer
+from fabric_worker.worker.service import Worker
 from producers import FabricClient
 from producers.workload import trace_jobs
 
@@ -39,12 +40,12 @@ def _reachable(url: str) -> bool:
     try:
         with connect(url, socket_timeout_s=1.0) as client:
             return bool(client.ping())
-    except (redis.RedisError, OSError):
+    except (RedisError, OSError):
         return False
 
 
 def _count_results(
-    client: redis.Redis, keys: Keys, lanes: tuple[int, ...]
+    client: SyncRedis, keys: Keys, lanes: tuple[int, ...]
 ) -> collections.Counter[str]:
     seen: collections.Counter[str] = collections.Counter()
     for lane in lanes:
@@ -127,7 +128,7 @@ def _demo(url: str, num_jobs: int, manifest_name: str) -> None:
     missing = [job_id for job_id in report.ids if seen[job_id] == 0]
     doubled = [job_id for job_id, n in seen.items() if n > 1]
     rows = [
-        ("jobs", f"{worker.meter.completed}"),
+        ("jobs", f"{worker.counts.completed}"),
         ("output tokens/s", f"{ratio(stats.generated_tokens, wall_s):,.0f}"),
         ("engine busy fraction", f"{ratio(stats.busy_s, wall_s):.3f}"),
         ("padding waste", f"{ratio(stats.padded_tokens, stats.computed_tokens):.4f}"),

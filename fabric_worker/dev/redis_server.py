@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import redis
+from fabric_worker.broker.client import answers_ping, cluster_is_ok
 
 INSTALL_HINT = "install it with: sudo apt-get install -y redis-server  (or: brew install redis)"
 
@@ -105,27 +105,14 @@ class RedisServer:
     def wait_ready(self, timeout_s: float = 10.0) -> None:
         """Block until the server answers PING (it loads its AOF first)."""
         deadline = time.monotonic() + timeout_s
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
-        try:
-            while True:
-                if self.process is not None and self.process.poll() is not None:
-                    log = self.directory / "redis.log"
-                    tail = log.read_text()[-2000:] if log.exists() else ""
-                    raise RuntimeError(
-                        f"redis-server exited with {self.process.returncode}: {tail}"
-                    )
-                try:
-                    if client.ping():
-                        return
-                except (redis.ConnectionError, redis.BusyLoadingError, redis.TimeoutError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"redis-server on port {self.port} not ready in {timeout_s} s"
-                    )
-                time.sleep(0.02)
-        finally:
-            client.close()
+        while not answers_ping(self.port):
+            if self.process is not None and self.process.poll() is not None:
+                log = self.directory / "redis.log"
+                tail = log.read_text()[-2000:] if log.exists() else ""
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}: {tail}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"redis-server on port {self.port} not ready in {timeout_s} s")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         """SIGTERM and wait (the server flushes its AOF on the way out)."""
@@ -155,13 +142,6 @@ class RedisServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _cluster_ok(info: object) -> bool:
-    # redis-py parses CLUSTER INFO into a dict; older ones return the raw text.
-    if isinstance(info, dict):
-        return str(info.get("cluster_state")) == "ok"
-    return b"cluster_state:ok" in info if isinstance(info, bytes) else False
 
 
 class RedisClusterServers:
@@ -215,14 +195,10 @@ class RedisClusterServers:
         )
         deadline = time.monotonic() + timeout_s
         for node in self.nodes:
-            client = redis.Redis(host="127.0.0.1", port=node.port)
-            try:
-                while not _cluster_ok(client.execute_command("CLUSTER INFO")):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError("cluster did not reach state ok")
-                    time.sleep(0.05)
-            finally:
-                client.close()
+            while not cluster_is_ok(node.port):
+                if time.monotonic() > deadline:
+                    raise TimeoutError("cluster did not reach state ok")
+                time.sleep(0.05)
         return self
 
     def close(self) -> None:

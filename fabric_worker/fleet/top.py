@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import time
 
-import redis
 from rich.console import Group
 from rich.table import Table
 
+from fabric_worker.broker.client import SyncRedis
 from fabric_worker.broker.heartbeat import read_all
 from fabric_worker.broker.inspect import inspect_lanes
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import Keys
 
 
-def render(client: redis.Redis, keys: Keys, config: FleetConfig) -> Group:
+def render(client: SyncRedis, keys: Keys, config: FleetConfig) -> Group:
     """One screen: a lane table and a worker table."""
     lanes = Table(title=f"lanes of {keys.namespace!r}", title_justify="left")
     for name in ("lane", "queued", "in flight", "backlog tokens", "lag", "dead letters", "results"):

@@ -1,6 +1,6 @@
 """Prometheus metrics of one worker, read from the worker on each scrape.
 
-A custom collector asks the worker for a :class:`MetricsSnapshot` when
+A custom collector asks for a :class:`MetricsSnapshot` when
 Prometheus scrapes, so no counter is kept twice and nothing runs between
 scrapes. The names are a contract: the Grafana dashboard and the autoscaler
 use them (``docker/grafana``).
@@ -30,7 +30,7 @@ class MetricsSnapshot:
     in_flight_tokens: int
     admission_open: bool
     reclaims: int
-    lease_losses: int
+    lease_lost: int
     levels: Mapping[str, int] = field(default_factory=dict)  # "1".."8" -> depth
 
 
@@ -73,7 +73,7 @@ class WorkerCollector(Collector):
             levels.add_metric([level], depth)
         yield levels
         yield CounterMetricFamily("fabric_reclaims", "Entries reclaimed", value=s.reclaims)
-        yield CounterMetricFamily("fabric_lease_losses", "Leases lost", value=s.lease_losses)
+        yield CounterMetricFamily("fabric_lease_losses", "Leases lost", value=s.lease_lost)
 
 
 def serve(

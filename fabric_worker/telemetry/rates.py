@@ -1,11 +1,15 @@
-"""Counters of one worker and the log lines made from them."""
+"""Rates over a window of time, from a worker's cumulative counters, and the
+log lines made of them. One window for every reader: the progress log, the
+heartbeat and the metrics each keep their own :class:`RateWindow`."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from engines.contract import EngineStats
+from fabric_worker.core.counts import Counts
 
 
 def ratio(part: float, whole: float) -> float:
@@ -30,53 +34,73 @@ def delta(now: EngineStats, before: EngineStats) -> EngineStats:
     )
 
 
-@dataclass(slots=True)
-class Meter:
-    """Job outcomes counted by the worker; engine figures come from its stats."""
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """What one window saw, per second or as a fraction."""
 
-    completed: int = 0
-    duplicates: int = 0
-    dead_lettered: int = 0
-    retried: int = 0
-    reclaimed: int = 0
-    lease_lost: int = 0
-    started_s: float = field(default_factory=time.monotonic)
-    _last_s: float = field(default_factory=time.monotonic)
-    _last_completed: int = 0
-    _last_stats: EngineStats = field(default_factory=EngineStats)
+    busy_fraction: float = 0.0  # engine busy time over wall time (not clamped)
+    tokens_per_s: float = 0.0  # prompt + generated
+    generated_per_s: float = 0.0
+    jobs_per_s: float = 0.0
+    padding_waste: float = 0.0  # padded over computed token slots
+    prefix_hit_ratio: float = 0.0
 
-    def count_completion(self, *, ok: bool) -> None:
-        if ok:
-            self.completed += 1
-        else:
-            self.duplicates += 1
 
-    def progress_line(
-        self, stats: EngineStats, *, in_flight_tokens: int, queued_tokens: int
-    ) -> str:
-        """Rates since the previous line."""
-        now = time.monotonic()
+class RateWindow:
+    """Rates since the previous :meth:`advance` (or since construction).
+
+    A window shorter than ``min_window_s`` says too little: ``advance`` then
+    keeps the previous rates and the window grows on.
+    """
+
+    def __init__(
+        self, *, min_window_s: float = 0.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._clock = clock
+        self._min_window_s = min_window_s
+        self._last_s = clock()
+        self._last_stats = EngineStats()
+        self._last_completed = 0
+        self.rates = Rates()
+
+    def advance(self, stats: EngineStats, completed: int) -> Rates:
+        now = self._clock()
         wall = now - self._last_s
+        if wall < self._min_window_s:
+            return self.rates
         d = delta(stats, self._last_stats)
-        line = (
-            f"jobs/s {ratio(self.completed - self._last_completed, wall):.1f} "
-            f"tokens/s {ratio(d.generated_tokens, wall):.0f} "
-            f"busy {ratio(d.busy_s, wall):.3f} "
-            f"padding {ratio(d.padded_tokens, d.computed_tokens):.4f} "
-            f"prefix_hits {hit_rate(d):.3f} "
-            f"in_flight_tokens {in_flight_tokens} queued_tokens {queued_tokens} "
-            f"done {self.completed} dup {self.duplicates} dead {self.dead_lettered} "
-            f"reclaimed {self.reclaimed}"
+        self.rates = Rates(
+            busy_fraction=ratio(d.busy_s, wall),
+            tokens_per_s=ratio(d.prompt_tokens + d.generated_tokens, wall),
+            generated_per_s=ratio(d.generated_tokens, wall),
+            jobs_per_s=ratio(completed - self._last_completed, wall),
+            padding_waste=ratio(d.padded_tokens, d.computed_tokens),
+            prefix_hit_ratio=hit_rate(d),
         )
-        self._last_s, self._last_completed, self._last_stats = now, self.completed, stats
-        return line
+        self._last_s, self._last_stats, self._last_completed = now, stats, completed
+        return self.rates
 
-    def summary_line(self, consumer: str, stats: EngineStats) -> str:
-        wall = time.monotonic() - self.started_s
-        return (
-            f"worker {consumer}: exiting after {wall:.1f} s: completed {self.completed}, "
-            f"duplicates {self.duplicates}, dead-lettered {self.dead_lettered}, retried "
-            f"{self.retried}, reclaimed {self.reclaimed}, lease lost {self.lease_lost}; "
-            f"engine busy "
-            f"{ratio(stats.busy_s, wall):.3f}, generated {stats.generated_tokens} tokens"
-        )
+
+def progress_line(
+    rates: Rates, counts: Counts, *, in_flight_tokens: int, queued_tokens: int
+) -> str:
+    return (
+        f"jobs/s {rates.jobs_per_s:.1f} "
+        f"tokens/s {rates.generated_per_s:.0f} "
+        f"busy {rates.busy_fraction:.3f} "
+        f"padding {rates.padding_waste:.4f} "
+        f"prefix_hits {rates.prefix_hit_ratio:.3f} "
+        f"in_flight_tokens {in_flight_tokens} queued_tokens {queued_tokens} "
+        f"done {counts.completed} dup {counts.duplicates} dead {counts.dead_lettered} "
+        f"reclaimed {counts.reclaimed}"
+    )
+
+
+def summary_line(consumer: str, counts: Counts, stats: EngineStats, wall_s: float) -> str:
+    return (
+        f"worker {consumer}: exiting after {wall_s:.1f} s: completed {counts.completed}, "
+        f"duplicates {counts.duplicates}, dead-lettered {counts.dead_lettered}, retried "
+        f"{counts.retried}, reclaimed {counts.reclaimed}, lease lost {counts.lease_lost}; "
+        f"engine busy "
+        f"{ratio(stats.busy_s, wall_s):.3f}, generated {stats.generated_tokens} tokens"
+    )

@@ -1,91 +1,78 @@
-"""What a worker tells the fleet: heartbeats in Redis and Prometheus metrics.
-
-Both are read off the running :class:`~fabric_worker.worker.Worker`; nothing is
-counted twice. Rates (busy fraction, tokens/s) are over the last heartbeat
-interval.
-"""
+"""What a worker tells the fleet: its heartbeat status and its metrics, both
+made from a plain :class:`WorkerSnapshot` the worker hands over. Rates (busy
+fraction, tokens/s) are over the last heartbeat interval."""
 
 from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from engines.contract import EngineStats
+from fabric_worker.core.counts import Counts
 from fabric_worker.telemetry.prometheus import MetricsSnapshot
-from fabric_worker.telemetry.rates import delta, hit_rate, ratio
+from fabric_worker.telemetry.rates import RateWindow
 from fabric_worker.telemetry.status import WorkerStatus
 
-if TYPE_CHECKING:
-    from fabric_worker.worker.service import Worker
+
+@dataclass(frozen=True, slots=True)
+class WorkerSnapshot:
+    """One worker's figures at one moment."""
+
+    consumer: str
+    state: str  # WorkerState value
+    counts: Counts
+    engine: EngineStats
+    in_flight_tokens: int = 0
+    queued_tokens: int = 0
+    is_admission_open: bool = True
+    kv_cache_tokens: int = 0
+    max_num_tokens: int = 0
+    levels: Mapping[str, int] = field(default_factory=dict)  # "<n>_<name>" -> depth
 
 
 class Telemetry:
-    """Heartbeat status and metrics snapshots of one worker."""
+    """Heartbeat statuses and metrics snapshots of one worker."""
 
-    def __init__(self, worker: Worker) -> None:
-        self.worker = worker
-        self._last_s = time.monotonic()
-        self._last_stats = EngineStats()
-        self._last_completed = 0
-        self._rates = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # busy, tokens/s, gen/s, jobs/s, pad, hits
+    def __init__(self) -> None:
+        self._window = RateWindow(min_window_s=0.5)  # shorter says nothing: keep the last
 
-    def _update_rates(self) -> None:
-        now = time.monotonic()
-        wall = now - self._last_s
-        if wall < 0.5:  # too short a window to say anything; keep the last rates
-            return
-        stats = self.worker.engine_stats
-        d = delta(stats, self._last_stats)
-        completed = self.worker.meter.completed
-        self._rates = (
-            min(1.0, ratio(d.busy_s, wall)),
-            ratio(d.prompt_tokens + d.generated_tokens, wall),
-            ratio(d.generated_tokens, wall),
-            ratio(completed - self._last_completed, wall),
-            ratio(d.padded_tokens, d.computed_tokens),
-            hit_rate(d),
-        )
-        self._last_s, self._last_stats, self._last_completed = now, stats, completed
-
-    def status(self) -> WorkerStatus:
+    def status(self, snap: WorkerSnapshot) -> WorkerStatus:
         """The heartbeat: call once per heartbeat interval (it advances the rates)."""
-        self._update_rates()
-        w = self.worker
-        busy, tokens_per_s, generated_per_s, jobs_per_s, _, _ = self._rates
-        capacity = w.capacity
+        rates = self._window.advance(snap.engine, snap.counts.completed)
+        c = snap.counts
         return WorkerStatus(
-            consumer=w.options.consumer,
-            state=w.state.value,
+            consumer=snap.consumer,
+            state=snap.state,
             heartbeat_at=time.time(),
-            busy_fraction=round(busy, 4),
-            tokens_per_s=round(tokens_per_s, 1),
-            generated_per_s=round(generated_per_s, 1),
-            jobs_per_s=round(jobs_per_s, 2),
-            in_flight_tokens=w.budget.in_flight_tokens if w.budget else 0,
-            queued_tokens=w.queue.queued_tokens if w.queue else 0,
-            completed=w.meter.completed,
-            duplicates=w.meter.duplicates,
-            dead_lettered=w.meter.dead_lettered,
-            reclaimed=w.meter.reclaimed,
-            lease_lost=w.meter.lease_lost,
-            kv_cache_tokens=capacity.kv_cache_tokens if capacity else 0,
-            max_num_tokens=capacity.max_num_tokens if capacity else 0,
+            busy_fraction=round(min(1.0, rates.busy_fraction), 4),
+            tokens_per_s=round(rates.tokens_per_s, 1),
+            generated_per_s=round(rates.generated_per_s, 1),
+            jobs_per_s=round(rates.jobs_per_s, 2),
+            in_flight_tokens=snap.in_flight_tokens,
+            queued_tokens=snap.queued_tokens,
+            completed=c.completed,
+            duplicates=c.duplicates,
+            dead_lettered=c.dead_lettered,
+            reclaimed=c.reclaimed,
+            lease_lost=c.lease_lost,
+            kv_cache_tokens=snap.kv_cache_tokens,
+            max_num_tokens=snap.max_num_tokens,
             gpu=os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             pid=os.getpid(),
         )
 
-    def snapshot(self) -> MetricsSnapshot:
+    def metrics(self, snap: WorkerSnapshot) -> MetricsSnapshot:
         """For a Prometheus scrape (from the metrics server's thread: reads only)."""
-        w = self.worker
-        stats = w.engine_stats
-        busy, _, _, _, padding, hits = self._rates
+        rates = self._window.rates
+        c, stats = snap.counts, snap.engine
         return MetricsSnapshot(
             jobs={
-                "ok": w.meter.completed,
-                "duplicate": w.meter.duplicates,
-                "dead_lettered": w.meter.dead_lettered,
-                "fenced": w.meter.lease_lost,
+                "ok": c.completed,
+                "duplicate": c.duplicates,
+                "dead_lettered": c.dead_lettered,
+                "fenced": c.lease_lost,  # the public label of a lost lease
             },
             tokens={
                 "prompt": stats.prompt_tokens,
@@ -93,12 +80,12 @@ class Telemetry:
                 "padded": stats.padded_tokens,
             },
             engine_busy_s=stats.busy_s,
-            busy_fraction=busy,
-            padding_waste=padding,
-            prefix_hit_ratio=hits,
-            in_flight_tokens=w.budget.in_flight_tokens if w.budget else 0,
-            admission_open=bool(w.budget and w.budget.is_open),
-            reclaims=w.meter.reclaimed,
-            lease_losses=w.meter.lease_lost,
-            levels={name.split("_", 1)[0]: depth for name, depth in w.levels().items()},
+            busy_fraction=min(1.0, rates.busy_fraction),
+            padding_waste=rates.padding_waste,
+            prefix_hit_ratio=rates.prefix_hit_ratio,
+            in_flight_tokens=snap.in_flight_tokens,
+            admission_open=snap.is_admission_open,
+            reclaims=c.reclaimed,
+            lease_lost=c.lease_lost,
+            levels={name.split("_", 1)[0]: depth for name, depth in snap.levels.items()},
         )

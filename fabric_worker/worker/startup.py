@@ -22,7 +22,15 @@ from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.streams import Broker
 from fabric_worker.wire.fleet_config import ConfigError, FleetConfig
 from fabric_worker.wire.keys import Keys
-from fabric_worker.worker.service import ExitCode, Worker, WorkerOptions, default_consumer
+from fabric_worker.worker.options import (
+    DEFAULT_GRACE_S,
+    DEFAULT_LOG_EVERY_S,
+    DEFAULT_OUTAGE_BUDGET_S,
+    ExitCode,
+    WorkerOptions,
+    default_consumer,
+)
+from fabric_worker.worker.service import Worker
 
 FAULTS = {"poison_token": int, "fatal_after_steps": int, "hang_on_close_s": float}
 
@@ -87,9 +95,9 @@ def run_worker(
     consumer: str | None,
     burst: bool = False,
     max_tps: bool = False,
-    grace_s: float = 30.0,
-    outage_budget_s: float = 30.0,
-    log_every_s: float = 5.0,
+    grace_s: float = DEFAULT_GRACE_S,
+    outage_budget_s: float = DEFAULT_OUTAGE_BUDGET_S,
+    log_every_s: float = DEFAULT_LOG_EVERY_S,
     sim_batching: str = "inflight",
     sim_clock: str = "wall",
     faults: tuple[str, ...] = (),

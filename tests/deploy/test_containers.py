@@ -411,7 +411,7 @@ def test_contract_metrics_are_what_the_code_exports() -> None:
         in_flight_tokens=3,
         admission_open=True,
         reclaims=0,
-        lease_losses=0,
+        lease_lost=0,
         levels={str(level): 0 for level in range(1, 9)},
     )
     registry = CollectorRegistry()

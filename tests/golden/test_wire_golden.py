@@ -69,7 +69,7 @@ def test_prometheus_exposition() -> None:
         in_flight_tokens=42,
         admission_open=True,
         reclaims=4,
-        lease_losses=3,
+        lease_lost=3,
         levels={str(n): n * 10 for n in range(1, 9)},
     )
     registry = CollectorRegistry()

@@ -9,21 +9,16 @@
 -- already done or dead (a slow worker finishing work that was reclaimed and
 -- finished elsewhere, or a second entry for a finished id): then it writes no
 -- result, and acks and deletes this entry so nothing finished lingers.
+-- include: settle
 local state = redis.call('GET', KEYS[4])
 if state == 'done' or state == 'dead' then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[1], ARGV[2])
+  ack_and_delete(KEYS[1], ARGV[1], ARGV[2])
   return 'duplicate'
 end
 redis.call('XADD', KEYS[2], '*', 'h', ARGV[5], 't', ARGV[6])
 redis.call('SET', KEYS[4], 'done', 'EX', ARGV[4])
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
--- Delete after the ack: trimming would drop pending work, XDEL only this entry.
-redis.call('XDEL', KEYS[1], ARGV[2])
+ack_and_delete(KEYS[1], ARGV[1], ARGV[2])
 -- Only jobs that came through the submit script were counted in the backlog;
 -- an entry written by hand (no state key) was not.
-if state then
-  local left = redis.call('DECRBY', KEYS[3], ARGV[3])
-  if left < 0 then redis.call('SET', KEYS[3], 0) end
-end
+if state then release_backlog(KEYS[3], ARGV[3]) end
 return 'ok'

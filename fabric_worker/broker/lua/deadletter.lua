@@ -8,19 +8,19 @@
 --
 -- Returns "dead" (moved), "done" (finished elsewhere meanwhile: acked and deleted) or
 -- "gone" (the entry no longer exists: only acked).
+-- include: settle, state, fields
 local own_key = ARGV[10] == '1'
 local state = false
 if own_key then state = redis.call('GET', KEYS[4]) end
 if state == 'done' or state == 'dead' then
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-  redis.call('XDEL', KEYS[1], ARGV[2])
+  ack_and_delete(KEYS[1], ARGV[1], ARGV[2])
   return 'done'
 end
 -- The id comes from the entry's own header, which may be forged or stale: only
 -- the entry the state names ("queued <this entry> <nonce>") may mark the job
 -- dead and release its backlog. Another entry carrying a live job's id is
 -- dead-lettered alone.
-if state and string.sub(state, 1, 8 + #ARGV[2]) ~= 'queued ' .. ARGV[2] .. ' ' then
+if state and not is_queued_as(state, ARGV[2]) then
   own_key = false
   state = false
 end
@@ -30,21 +30,12 @@ if #found == 0 then
   return 'gone'
 end
 -- Keep the original h and t byte for byte so the entry can be replayed.
-local original = found[1][2]
-local h, t = '', ''
-for i = 1, #original, 2 do
-  if original[i] == 'h' then h = original[i + 1] end
-  if original[i] == 't' then t = original[i + 1] end
-end
+local h, t = job_fields(found[1][2])
 redis.call('XADD', KEYS[2], '*', 'h', h, 't', t, 'reason', ARGV[5], 'deliveries', ARGV[6],
   'error', ARGV[7], 'worker', ARGV[8], 'entry', ARGV[2], 'failed_at', ARGV[9])
 if own_key then
   redis.call('SET', KEYS[4], 'dead', 'EX', ARGV[4])
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
-redis.call('XDEL', KEYS[1], ARGV[2])
-if state then
-  local left = redis.call('DECRBY', KEYS[3], ARGV[3])
-  if left < 0 then redis.call('SET', KEYS[3], 0) end
-end
+ack_and_delete(KEYS[1], ARGV[1], ARGV[2])
+if state then release_backlog(KEYS[3], ARGV[3]) end
 return 'dead'

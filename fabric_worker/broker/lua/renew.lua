@@ -8,11 +8,11 @@
 -- comes first, in the same script: XCLAIM alone would steal an entry that
 -- another worker reclaimed. Returns the ids whose lease was lost (owned by
 -- someone else now, or no longer pending at all).
+-- include: owner
 local lost = {}
 for i = 3, #ARGV do
   local id = ARGV[i]
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
-  if #p == 1 and p[1][2] == ARGV[2] then
+  if is_owner(KEYS[1], ARGV[1], id, ARGV[2]) then
     redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id, 'JUSTID')
   else
     lost[#lost + 1] = id

@@ -11,6 +11,7 @@
 -- Returns {"replayed", new entry id}; {"gone"} if the dead letter no longer
 -- exists; {"done"} or {"queued", state} if the job was meanwhile completed or
 -- submitted again (then nothing changes: a replay would only duplicate work).
+-- include: state, fields
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then
   return {'gone'}
@@ -26,17 +27,12 @@ if own_key then
     return {'queued', state}
   end
 end
-local fields = found[1][2]
-local h, t = '', ''
-for i = 1, #fields, 2 do
-  if fields[i] == 'h' then h = fields[i + 1] end
-  if fields[i] == 't' then t = fields[i + 1] end
-end
+local h, t = job_fields(found[1][2])
 local new_id = redis.call('XADD', KEYS[2], '*', 'h', h, 't', t)
 if own_key then
   -- Same shape as submit.lua's state, so submit dedupes it and complete and
   -- requeue handle it; no expiry while queued.
-  redis.call('SET', KEYS[4], 'queued ' .. new_id .. ' replay')
+  redis.call('SET', KEYS[4], queued_state(new_id, 'replay'))
 end
 local cost = tonumber(ARGV[2])
 if cost > 0 then

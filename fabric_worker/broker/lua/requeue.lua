@@ -8,8 +8,8 @@
 -- immediately), the state key is pointed at the copy, and the original is
 -- acked and deleted. Returns the new entry id, or false if the entry is not
 -- ours any more (then nothing changes).
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p ~= 1 or p[1][2] ~= ARGV[2] then
+-- include: owner, settle, state
+if not is_owner(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then
   return false
 end
 local found = redis.call('XRANGE', KEYS[1], ARGV[3], ARGV[3])
@@ -21,10 +21,8 @@ local new_id = redis.call('XADD', KEYS[1], '*', unpack(found[1][2]))
 if ARGV[4] == '1' then
   local state = redis.call('GET', KEYS[2])
   if state and string.sub(state, 1, 7) == 'queued ' then
-    local nonce = string.match(state, '^queued [^ ]+ (.*)$') or ''
-    redis.call('SET', KEYS[2], 'queued ' .. new_id .. ' ' .. nonce)
+    redis.call('SET', KEYS[2], queued_state(new_id, nonce_of(state)))
   end
 end
-redis.call('XACK', KEYS[1], ARGV[1], ARGV[3])
-redis.call('XDEL', KEYS[1], ARGV[3])
+ack_and_delete(KEYS[1], ARGV[1], ARGV[3])
 return new_id

@@ -6,8 +6,8 @@
 --
 -- XCLAIM ... IDLE sets the entry's idle time past the lease, which makes it
 -- reclaimable at once; JUSTID keeps this from counting as a delivery itself.
-local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[3], ARGV[3], 1)
-if #p ~= 1 or p[1][2] ~= ARGV[2] then
+-- include: owner
+if not is_owner(KEYS[1], ARGV[1], ARGV[3], ARGV[2]) then
   return 0
 end
 redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'IDLE', ARGV[4], 'JUSTID')

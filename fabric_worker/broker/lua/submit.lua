@@ -11,6 +11,7 @@
 -- Returns one string per job handled, in order: "new <entry-id>" or
 -- "dup <stored state>". Handling stops at the first job that would push the
 -- backlog over the cap; the caller retries the rest after a backoff.
+-- include: state
 local cap = tonumber(ARGV[1])
 local nonce = ARGV[2]
 local backlog = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -28,7 +29,7 @@ for i = 3, #KEYS do
     end
     -- No MAXLEN: trimming a job stream would drop work nobody has done.
     local eid = redis.call('XADD', KEYS[1], '*', 'h', ARGV[a + 1], 't', ARGV[a + 2])
-    redis.call('SET', KEYS[i], 'queued ' .. eid .. ' ' .. nonce)
+    redis.call('SET', KEYS[i], queued_state(eid, nonce))
     added = added + cost
     out[#out + 1] = 'new ' .. eid
   end

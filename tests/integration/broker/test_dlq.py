@@ -17,6 +17,7 @@ from fabric_worker.broker.dlq import DeadLetters, ReplayOutcome, iter_dead_lette
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.streams import Broker
 from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.claims import DeadLetter
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
@@ -71,15 +72,9 @@ def dead_letter(
         client = redis.asyncio.Redis.from_url(server.url)
         try:
             broker = Broker(client, keys, "test-worker", retention_s=3600)
-            return await broker.dead_letter(
-                lane,
-                entry_id,
-                job_id=job_id,
-                cost_tokens=cost,
-                reason="test reason",
-                deliveries=3,
-                error="boom",
-            )
+            letter = DeadLetter(lane, entry_id, job_id, cost, "test reason", 3, "boom")
+            [reply] = await broker.dead_letter([letter])
+            return reply
         finally:
             await client.aclose()
 

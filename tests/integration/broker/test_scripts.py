@@ -19,8 +19,9 @@ import redis.asyncio
 
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.scripts import register
-from fabric_worker.broker.streams import Broker, Completion
+from fabric_worker.broker.streams import Broker
 from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.claims import Completion, DeadLetter, HandBack, Retry
 from fabric_worker.wire.entries import JobEntry, ResultEntry, encode_job, encode_result
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import GROUP, Keys
@@ -178,9 +179,8 @@ def test_deadletter_moves_the_entry_byte_for_byte(
 
     async def body(a: Broker) -> str:
         await a.read([LANE], 10, None)
-        return await a.dead_letter(
-            LANE, j, job_id="j", cost_tokens=COST, reason="bad", deliveries=3, error="boom"
-        )
+        [reply] = await a.dead_letter([DeadLetter(LANE, j, "j", COST, "bad", 3, "boom")])
+        return reply
 
     before = time.time()
     assert with_brokers(redis_server, keys, body, "A") == "dead"
@@ -212,9 +212,9 @@ def test_deadletter_of_done_or_missing_entry_writes_nothing(
     async def body(a: Broker) -> tuple[str, str]:
         await a.read([LANE], 10, None)
         assert await a.complete([completion("j", j, "A")]) == ["ok"]
-        done = await a.dead_letter(LANE, j, job_id="j", cost_tokens=COST, reason="r", deliveries=1)
+        [done] = await a.dead_letter([DeadLetter(LANE, j, "j", COST, "r", 1)])
         redis_client.xdel(keys.jobs(LANE), k)
-        gone = await a.dead_letter(LANE, k, job_id=None, cost_tokens=0, reason="r", deliveries=1)
+        [gone] = await a.dead_letter([DeadLetter(LANE, k, None, 0, "r", 1)])
         return done, gone
 
     assert with_brokers(redis_server, keys, body, "A") == ("done", "gone")
@@ -237,9 +237,7 @@ def test_deadletter_of_entries_the_backlog_never_counted(
     async def body(a: Broker) -> list[str]:
         await a.read([LANE], 10, None)
         return [
-            await a.dead_letter(
-                LANE, eid, job_id=job_id, cost_tokens=COST, reason="undecodable", deliveries=1
-            )
+            (await a.dead_letter([DeadLetter(LANE, eid, job_id, COST, "undecodable", 1)]))[0]
             for eid, job_id in [(junk, None), (raw, "raw")]
         ]
 
@@ -294,7 +292,7 @@ def test_requeue_hands_an_unstarted_entry_to_the_tail(
 
     async def body(a: Broker, b: Broker) -> list[tuple[bytes, dict[bytes, bytes], int]]:
         assert [c.entry_id for c in await a.read([LANE], 1, None)] == [j]
-        assert await a.requeue(LANE, j, "j") is True
+        assert await a.requeue([HandBack(LANE, j, "j")]) == [True]
         return [(c.entry_id, c.fields, c.deliveries) for c in await b.read([LANE], 10, None)]
 
     read_by_b = with_brokers(redis_server, keys, body, "A", "B")
@@ -320,7 +318,7 @@ def test_requeue_leaves_entries_that_are_not_ours_alone(
         await a.read([LANE], 10, None)
         redis_client.xclaim(keys.jobs(LANE), GROUP, "B", 0, [j], justid=True)
         redis_client.xack(keys.jobs(LANE), GROUP, k)
-        return await a.requeue(LANE, j, "j"), await a.requeue(LANE, k, "k")
+        return tuple(await a.requeue([HandBack(LANE, j, "j"), HandBack(LANE, k, "k")]))
 
     assert with_brokers(redis_server, keys, body, "A") == (False, False)
     assert [eid for eid, _ in redis_client.xrange(keys.jobs(LANE))] == [j, k]
@@ -356,14 +354,14 @@ def test_retry_makes_the_entry_reclaimable_at_once(
     async def body(a: Broker, b: Broker) -> None:
         await a.read([LANE], 10, None)
         assert await b.reclaim(LANE, LEASE_MS) == []  # not idle yet
-        assert await a.retry_later(LANE, j, 2 * LEASE_MS) is True
+        assert await a.retry_later([Retry(LANE, j, 2 * LEASE_MS)]) == [True]
         info = pending(redis_client, keys, j)
         assert (info["consumer"], info["times_delivered"]) == (b"A", 1)
         assert info["time_since_delivered"] >= 2 * LEASE_MS
         [taken] = await b.reclaim(LANE, LEASE_MS)
         assert (taken.entry_id, taken.deliveries) == (j, 2)
         assert taken.fields == redis_client.xrange(keys.jobs(LANE), j, j)[0][1]
-        assert await a.retry_later(LANE, j, 2 * LEASE_MS) is False
+        assert await a.retry_later([Retry(LANE, j, 2 * LEASE_MS)]) == [False]
 
     with_brokers(redis_server, keys, body, "A", "B")
     info = pending(redis_client, keys, j)
@@ -462,9 +460,7 @@ def test_dead_lettering_a_forged_entry_leaves_the_real_job_alone(
 
     async def body(a: Broker) -> tuple[str, list[str]]:
         await a.read([LANE], 10, None)
-        moved = await a.dead_letter(
-            LANE, forged, job_id="j", cost_tokens=COST, reason="bad", deliveries=1
-        )
+        [moved] = await a.dead_letter([DeadLetter(LANE, forged, "j", COST, "bad", 1)])
         return moved, await a.complete([completion("j", real, "A")])
 
     assert with_brokers(redis_server, keys, body, "A") == ("dead", ["ok"])
