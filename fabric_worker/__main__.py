@@ -1,3 +1,3 @@
-from fabric_worker.cli.root import main
+from fabric_worker.cli import main
 
 main()

@@ -14,7 +14,7 @@ from engines.manifest import load_manifest
 from fabric_worker.broker.heartbeat import backlogs as read_backlogs
 from fabric_worker.broker.heartbeat import read_all, read_one
 from fabric_worker.broker.namespace import load_config
-from fabric_worker.cli.root import Context, pass_context
+from fabric_worker.cli.context import Context, pass_context
 from fabric_worker.fleet.autoscale import Autoscaler, ScalePolicy
 
 

@@ -30,7 +30,7 @@ from click.testing import CliRunner
 from prometheus_client import CollectorRegistry, generate_latest
 
 from engines.manifest import parse_manifest
-from fabric_worker.cli.root import cli
+from fabric_worker.cli import cli
 from fabric_worker.fleet.actuators import MetricsActuator
 from fabric_worker.telemetry.prometheus import MetricsSnapshot, WorkerCollector
 from producers.validation import job_from_json
