@@ -26,6 +26,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python .ci/module_sizes.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
