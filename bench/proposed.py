@@ -1,4 +1,4 @@
-"""A prototype of the change proposed to fabric_worker/worker.py, to measure it here.
+"""A prototype of a change proposed to the worker's ingress, to measure it here.
 
 Found by bench/overhead.py: when the admission queue has room for less than one job
 (0 < room < the job's cost), ``Worker._ingress`` reads one entry (COUNT is clamped to 1),
