@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m fabric_worker.demo
+	$(BIN)/python -m fabric_worker.dev.demo
 
 test: $(STAMP)
 	@command -v redis-server >/dev/null || { echo "redis-server is needed by the integration tests: sudo apt-get install -y redis-server"; exit 1; }
@@ -26,6 +26,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python .ci/module_sizes.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -26,7 +26,7 @@ from engines.clock import VirtualClock
 from engines.contract import EngineRequest
 from engines.manifest import load_manifest
 from engines.sim import SimEngine
-from fabric_worker.fleet_config import DEFAULT_LANES
+from fabric_worker.wire.fleet_config import DEFAULT_LANES
 
 MANIFEST = MANIFESTS / "sim-h200.json"
 

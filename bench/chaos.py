@@ -44,9 +44,10 @@ import click
 import redis
 
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import GROUP, Keys, decode_result
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import decode_result
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import GROUP, Keys
 from producers import FabricClient, Job
 
 LANES = (64, 128, 256)

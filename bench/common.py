@@ -1,7 +1,7 @@
 """What every benchmark shares: the machine line, tables, percentiles, child processes.
 
 Benchmarks measure contenders side by side in one run, on a private ``redis-server``
-(:class:`fabric_worker.devserver.RedisServer`, never the shared one on 6379), and report
+(:class:`fabric_worker.dev.redis_server.RedisServer`, never the shared one on 6379), and report
 ratios: the machine is shared with other people's tests, so absolute numbers drift while
 ratios measured minutes apart hold.
 """

@@ -46,10 +46,12 @@ from bench.failover import (
     start_worker,
     wait_for,
 )
-from fabric_worker.broker.connection import connect, ride_out
+from fabric_worker.broker.connection import connect
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import GROUP, Keys, decode_result
+from fabric_worker.broker.transient import ride_out
+from fabric_worker.wire.entries import decode_result
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import GROUP, Keys
 from producers import FabricClient
 
 CHUNK = 50

@@ -28,9 +28,10 @@ from engines.registry import create_engine
 from fabric_worker.broker.connection import connect, connect_async
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.streams import Broker
-from fabric_worker.lifecycle import WorkerState
-from fabric_worker.protocol import Keys
-from fabric_worker.worker import Worker, WorkerOptions
+from fabric_worker.core.lifecycle import WorkerState
+from fabric_worker.wire.keys import Keys
+from fabric_worker.worker.options import WorkerOptions
+from fabric_worker.worker.service import Worker
 
 Hook = Callable[[Worker], Awaitable[dict[str, Any]]]
 
@@ -42,8 +43,8 @@ def engine_options(backend: str, batching: str, clock: str) -> dict[str, Any]:
 
 
 def num_left_worker(worker: Worker) -> int:
-    meter = worker.meter
-    return meter.completed + meter.duplicates + meter.dead_lettered
+    counts = worker.counts
+    return counts.completed + counts.duplicates + counts.dead_lettered
 
 
 async def serve(
@@ -97,14 +98,14 @@ async def serve(
     code = await run
     await client.aclose()
     stats = asdict(worker.engine_stats)
-    meter = worker.meter
+    counts = worker.counts
     return {
         "exit_code": int(code),
         "serve_s": serve_s,
         "engine": stats,
-        "completed": meter.completed,
-        "duplicates": meter.duplicates,
-        "dead_lettered": meter.dead_lettered,
+        "completed": counts.completed,
+        "duplicates": counts.duplicates,
+        "dead_lettered": counts.dead_lettered,
         **extra,
     }
 

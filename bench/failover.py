@@ -44,9 +44,11 @@ import redis
 from bench.trace import load_trace
 from fabric_worker.broker.connection import connect
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.devserver import RedisClusterServers, RedisSentinelServers, RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import GROUP, Keys, decode_result
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.dev.replicated import RedisClusterServers, RedisSentinelServers
+from fabric_worker.wire.entries import decode_result
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import GROUP, Keys
 from producers import FabricClient, Job
 
 LANES = (64, 128, 256, 512, 1024)
@@ -129,16 +131,7 @@ class Topology:
         return self.servers.url
 
     def busiest_master(self) -> RedisServer:
-        if isinstance(self.servers, RedisSentinelServers):
-            return self.servers.master()
-        sizes = {}
-        for node in self.servers.nodes:
-            if node.process is not None and self.servers.role(node) == "master":
-                client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=5.0)
-                sizes[node.port] = client.dbsize()
-                client.close()
-        busiest = max(sizes, key=lambda port: sizes[port])
-        return next(node for node in self.servers.nodes if node.port == busiest)
+        return self.servers.busiest_master()
 
 
 def start_worker(

@@ -42,12 +42,14 @@ from engines.registry import create_engine
 from fabric_worker.broker.connection import connect, connect_async
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.streams import Broker
-from fabric_worker.devserver import INSTALL_HINT, RedisServer, RedisServerMissing
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys, decode_result
-from fabric_worker.worker import ExitCode, Worker, WorkerOptions
-from fabric_worker.workload import trace_jobs
+from fabric_worker.dev.redis_server import INSTALL_HINT, RedisServer, RedisServerMissing
+from fabric_worker.wire.entries import decode_result
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
+from fabric_worker.worker.options import ExitCode, WorkerOptions
+from fabric_worker.worker.service import Worker
 from producers import FabricClient, Job
+from producers.workload import trace_jobs
 
 VOCAB = 32_000
 KV_BLOCK_TOKENS = 32

@@ -48,9 +48,9 @@ from bench.common import (
 )
 from bench.common import child as start_child
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
 
 NAMESPACE = "bench-memory"
@@ -71,10 +71,10 @@ def child_main(url: str, num_rounds: int, round_jobs: int, traced_rounds: int) -
     trace_from = num_rounds - traced_rounds - 2  # tracing starts at the end of this round
 
     async def sample(worker) -> dict[str, Any]:
-        assert worker.queue is not None
+        dispatcher = worker.serving.dispatcher  # serving: the hook runs once the worker is up
         for r in range(num_rounds):
             target = (r + 1) * round_jobs
-            while num_left_worker(worker) < target or worker.holdings or worker.queue:
+            while num_left_worker(worker) < target or not dispatcher.is_idle:
                 await asyncio.sleep(0.02)
             gc.collect()
             point = {

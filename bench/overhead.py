@@ -52,9 +52,9 @@ from bench.common import (
 from bench.common import child as start_child
 from engines.contract import Engine, EngineRequest
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
 
 NAMESPACE = "bench-overhead"
@@ -74,7 +74,7 @@ def max_new_tokens(index: int) -> int:
 def manifest_path(directory: Path) -> Path:
     base = json.loads((MANIFESTS / "sim-h200.json").read_text())
     cost = LANE + MAX_NEW_TOKENS
-    # high water = 90% of the cache (fabric_worker.admission); hold exactly IN_FLIGHT jobs
+    # high water = 90% of the cache (fabric_worker.core.admission); hold exactly IN_FLIGHT jobs
     kv = -(-IN_FLIGHT * cost * 100 // 90)
     kv = -(-kv // base["kv_block_tokens"]) * base["kv_block_tokens"]
     manifest = {**base, "max_batch_size": IN_FLIGHT, "kv_cache_tokens": kv}
@@ -153,7 +153,7 @@ def child_main(url: str, manifest: str, expect: int, window_jobs: int, proposed:
         in_flight = []
         while num_left_worker(worker) < WARM_JOBS + window_jobs:
             await asyncio.sleep(0.05)
-            in_flight.append(len(worker.holdings.running()))
+            in_flight.append(len(worker.serving.dispatcher.holdings.running()))
         last = snapshot()
         delta = {k: last[k] - first[k] for k in first}
         delta["mean_in_flight"] = sum(in_flight) / max(1, len(in_flight))
@@ -180,13 +180,19 @@ def child_main(url: str, manifest: str, expect: int, window_jobs: int, proposed:
 
 def micro() -> list[tuple[str, float]]:
     """Microseconds per job (or per call) of the worker's pure-core steps."""
-    from fabric_worker.admission import BudgetMarks, TokenBudget
-    from fabric_worker.classes import ClassQueue
-    from fabric_worker.fleet_config import DEFAULT_LANES
-    from fabric_worker.holdings import Held, Holdings
-    from fabric_worker.lanes import LaneChooser, LanePolicy
-    from fabric_worker.lifecycle import JobEvent
-    from fabric_worker.protocol import JobEntry, ResultEntry, decode_job, encode_job, encode_result
+    from fabric_worker.core.admission import BudgetMarks, TokenBudget
+    from fabric_worker.core.classes import ClassQueue
+    from fabric_worker.core.holdings import Held, Holdings
+    from fabric_worker.core.lanes import LaneChooser, LanePolicy
+    from fabric_worker.core.lifecycle import JobEvent
+    from fabric_worker.wire.entries import (
+        JobEntry,
+        ResultEntry,
+        decode_job,
+        encode_job,
+        encode_result,
+    )
+    from fabric_worker.wire.fleet_config import DEFAULT_LANES
 
     entry = JobEntry("job-123456", array("I", range(PROMPT_TOKENS)), MAX_NEW_TOKENS)
     fields = {k.encode(): v for k, v in encode_job(entry).items()}

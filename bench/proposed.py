@@ -1,4 +1,4 @@
-"""A prototype of the change proposed to fabric_worker/worker.py, to measure it here.
+"""A prototype of a change proposed to the worker's ingress, to measure it here.
 
 Found by bench/overhead.py: when the admission queue has room for less than one job
 (0 < room < the job's cost), ``Worker._ingress`` reads one entry (COUNT is clamped to 1),
@@ -26,8 +26,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from engines.contract import Capacity
-from fabric_worker.classes import ClassQueue
-from fabric_worker.worker import Worker
+from fabric_worker.core.classes import ClassQueue
+from fabric_worker.core.dispatcher import Dispatcher
+from fabric_worker.worker.service import Worker
 
 
 class _RoomQueue(ClassQueue):  # type: ignore[type-arg]
@@ -48,11 +49,14 @@ class _RoomQueue(ClassQueue):  # type: ignore[type-arg]
 class ProposedWorker(Worker):
     """The fabric Worker with the proposed ingress fix (see the module docstring)."""
 
-    def _configure(self, capacity: Capacity | None) -> None:
-        super()._configure(capacity)
-        assert self.queue is not None
-        self.queue = _RoomQueue(self.queue.max_tokens, self.queue.max_wait_s, self._one_job)
+    def make_dispatcher(self, capacity: Capacity) -> Dispatcher:
+        dispatcher = super().make_dispatcher(capacity)
+        reads = dispatcher.reads
 
-    def _one_job(self) -> int:
-        lane = self.chooser.current if self.chooser.current is not None else self.config.lanes[0]
-        return lane + int(self._est_new_tokens[lane])
+        def one_job() -> int:
+            current = reads.chooser.current
+            return reads.estimate(current if current is not None else self.config.lanes[0])
+
+        queue = _RoomQueue(dispatcher.queue.max_tokens, dispatcher.queue.max_wait_s, one_job)
+        dispatcher.queue = reads.queue = queue
+        return dispatcher

@@ -76,9 +76,10 @@ from engines.contract import EngineRequest
 from engines.manifest import load_manifest
 from engines.sim import SimEngine
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys, decode_result
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import decode_result
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 
 MANIFEST = MANIFESTS / "sim-h200.json"
 LOAD = 1.2

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, machine_line, save, table
-from fabric_worker.devserver import RedisServer
+from fabric_worker.dev.redis_server import RedisServer
 
 LEAD_S = 7.2
 ONE_LINER = (

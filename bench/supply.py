@@ -57,9 +57,9 @@ from bench.common import (
 )
 from bench.venvs import ARQ, PEERS
 from fabric_worker.broker.namespace import init_namespace
-from fabric_worker.devserver import RedisServer
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
 
 PROMPT_TOKENS = 256

@@ -12,10 +12,8 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
-import redis
-from redis.cluster import RedisCluster
 from tenacity import (
     RetryError,
     Retrying,
@@ -25,17 +23,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from fabric_worker.broker.connection import (
-    DEFAULT_URL,
-    ReplicationShortfall,
-    connect,
-    is_transient,
-)
+from fabric_worker.broker.client import SyncRedis
+from fabric_worker.broker.connection import DEFAULT_URL, connect
 from fabric_worker.broker.namespace import load_config
-from fabric_worker.broker.replication import ScriptCall, SyncReplicaWriter
-from fabric_worker.broker.scripts import register
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import Keys, encode_job
+from fabric_worker.broker.submit import ScriptJob, Submitter
+from fabric_worker.broker.transient import is_transient
+from fabric_worker.wire.entries import encode_job
+from fabric_worker.wire.fleet_config import FleetConfig
+from fabric_worker.wire.keys import Keys
 from producers.validation import InvalidJobsError, Job, JobError, LanedJob, validate_job
 
 T = TypeVar("T")
@@ -53,6 +48,11 @@ class SubmitReport:
     duplicate_ids: list[str] = field(default_factory=list)
 
 
+def _script_job(job: LanedJob) -> ScriptJob:
+    fields = encode_job(job.entry)
+    return job.entry.id, job.cost_tokens, fields["h"], fields["t"]
+
+
 class BackpressureError(RuntimeError):
     """A lane's backlog stayed at its cap for the whole wait. ``report`` says
     what was submitted before giving up; the rest can be submitted again."""
@@ -68,7 +68,7 @@ class FabricClient:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: SyncRedis,
         namespace: str = "fabric",
         *,
         backpressure_timeout_s: float = 60.0,
@@ -78,8 +78,7 @@ class FabricClient:
         self.keys = Keys(namespace)
         self.backpressure_timeout_s = backpressure_timeout_s
         self.retry_budget_s = retry_budget_s
-        self._script = register(client, "submit")
-        self._replicated: SyncReplicaWriter | None = None
+        self._submitter = Submitter(client, self.keys)
         self._config: FleetConfig | None = None
 
     @classmethod
@@ -174,36 +173,6 @@ class FabricClient:
         )
         return retrying(call)
 
-    def _script_call(
-        self, batch: list[LanedJob], nonce: str
-    ) -> tuple[list[str], list[bytes | str | int]]:
-        """KEYS and ARGV of one submit-script call (see lua/submit.lua)."""
-        lane = batch[0].lane
-        keys = [self.keys.jobs(lane), self.keys.backlog(lane)]
-        keys += [self.keys.job(lane, job.entry.id) for job in batch]
-        args: list[bytes | str | int] = [self.config.backlog_cap_tokens, nonce]
-        for job in batch:
-            fields = encode_job(job.entry)
-            args += [job.cost_tokens, fields["h"], fields["t"]]
-        return keys, args
-
-    def _send_acked(self, calls: list[tuple[list[str], list[bytes | str | int]]]) -> list[Any]:
-        """The round's script calls, each followed by WAIT on its connection
-        (``replica_acks`` in the fleet config). Short of replicas, the round
-        fails before anything is counted, and is sent again."""
-        if self._replicated is None:
-            config = self.config
-            self._replicated = SyncReplicaWriter(
-                self._redis, config.replica_acks, config.replica_ack_timeout_ms
-            )
-        acked = self._replicated.run([ScriptCall(self._script, k, a) for k, a in calls])
-        if acked.num_acked < self._replicated.num_replicas:
-            raise ReplicationShortfall(
-                f"only {acked.num_acked} of {self._replicated.num_replicas} replica(s) "
-                f"acknowledged the submit within {self._replicated.timeout_ms} ms"
-            )
-        return acked.replies
-
     def _send(self, jobs: list[LanedJob], nonce: str, report: SubmitReport) -> list[LanedJob]:
         """One pipelined round of script calls. Returns the jobs the backlog cap
         turned away. On a connection error nothing in ``report`` changes, and
@@ -216,28 +185,20 @@ class FabricClient:
             for lane_jobs in by_lane.values()
             for i in range(0, len(lane_jobs), BATCH_SIZE)
         ]
-        calls = [self._script_call(batch, nonce) for batch in batches]
-        if self.config.replica_acks:
-            replies = self._send_acked(calls)
-        elif isinstance(self._redis, RedisCluster):
-            # Scripts cannot be pipelined on a cluster (each batch is one slot,
-            # but a pipeline may span nodes); one round trip per 500 jobs.
-            replies = [self._script(keys=k, args=a) for k, a in calls]
-        else:
-            pipe = self._redis.pipeline(transaction=False)
-            for k, a in calls:
-                self._script(keys=k, args=a, client=pipe)
-            replies = pipe.execute()
+        outcomes = self._submitter.submit(
+            [(batch[0].lane, [_script_job(job) for job in batch]) for batch in batches],
+            cap=self.config.backlog_cap_tokens,
+            nonce=nonce,
+            replica_acks=self.config.replica_acks,
+            replica_ack_timeout_ms=self.config.replica_ack_timeout_ms,
+        )
         turned_away: list[LanedJob] = []
-        mine = f" {nonce}".encode()
-        for batch, reply in zip(batches, replies, strict=True):
-            for job, outcome in zip(batch, reply, strict=False):
-                # Our own earlier write (a round whose reply was lost) counts as
-                # submitted: the state carries this call's nonce.
-                if outcome.startswith(b"new ") or outcome.endswith(mine):
+        for batch, handled in zip(batches, outcomes, strict=True):
+            for job, is_ours in zip(batch, handled, strict=False):
+                if is_ours:
                     report.num_submitted += 1
                 else:
                     report.num_duplicates += 1
                     report.duplicate_ids.append(job.entry.id)
-            turned_away += batch[len(reply) :]
+            turned_away += batch[len(handled) :]
         return turned_away

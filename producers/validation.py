@@ -11,9 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fabric_worker.admission import padded_cost
-from fabric_worker.fleet_config import FleetConfig
-from fabric_worker.protocol import MAX_CLASS_CHARS, JobEntry, is_valid_id
+from fabric_worker.wire.entries import MAX_CLASS_CHARS, JobEntry, is_valid_id
+from fabric_worker.wire.fleet_config import FleetConfig, padded_cost
 
 JSON_FIELDS = frozenset({"tokens", "max_new_tokens", "id", "class", "end_id"})
 

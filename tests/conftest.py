@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from fabric_worker.devserver import RedisServer
-from fabric_worker.protocol import Keys
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.keys import Keys
 
 _counter = itertools.count()
 

@@ -4,129 +4,26 @@ Credentials come from the URL (``redis://user:pass@host:port/db``, ``rediss://``
 for TLS) or from ``FABRIC_REDIS_USERNAME`` / ``FABRIC_REDIS_PASSWORD``; they are
 never logged: :func:`redact` is what any output uses.
 
-Redis Sentinel is named by ``redis+sentinel://[user:pass@]host:port[,host:port...]/SERVICE[/DB]``
-(``rediss+sentinel://`` for TLS to sentinels and master alike). The user info
-there is the master's, as in a plain URL; the sentinels' own credentials, where
-they have any, come from ``FABRIC_SENTINEL_USERNAME`` / ``FABRIC_SENTINEL_PASSWORD``.
-redis-py does not parse this form, so :func:`parse_sentinel_url` does, here only.
+Redis Sentinel is named by a ``redis+sentinel://`` URL (see
+:mod:`.sentinel_url`): the clients then ask the sentinels for the master.
+Which errors are ridden out is :mod:`.transient`'s business.
 """
 
 from __future__ import annotations
 
 import os
-import traceback
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
-from urllib.parse import parse_qsl, unquote, unquote_plus, urlsplit, urlunsplit
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
-import redis.asyncio.connection
 import redis.asyncio.sentinel
-import redis.connection
-import redis.exceptions
 import redis.sentinel
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
-T = TypeVar("T")
+from fabric_worker.broker.sentinel_url import is_sentinel_url, parse_sentinel_url, sentinel_options
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
-SENTINEL_SCHEMES = {"redis+sentinel": False, "rediss+sentinel": True}  # scheme -> TLS
-DEFAULT_SENTINEL_PORT = 26379
-
-
-class ReplicationShortfall(Exception):
-    """Fewer replicas acknowledged a write than the fleet config asks for
-    (``replica_acks``). The write itself happened; sending it again is safe
-    (the scripts dedupe), so it is retried like an outage."""
-
-
-# Errors worth retrying: the server is restarting or unreachable, or a master is
-# failing over or a slot moving (redis-py's cluster client retries MOVED, ASK,
-# TRYAGAIN and CLUSTERDOWN itself a few times, then raises them; Sentinel's
-# client raises ReadOnlyError from a master demoted under it). All of them end
-# once the failover does, so they are ridden out within the outage budget.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.BusyLoadingError,
-    redis.exceptions.ClusterError,  # CLUSTERDOWN, MASTERDOWN, "TTL exhausted"
-    redis.exceptions.TryAgainError,
-    redis.exceptions.AskError,  # MOVED too (a subclass)
-    redis.exceptions.ReadOnlyError,
-    redis.exceptions.SlotNotCoveredError,
-    ConnectionError,  # the builtin: resets, refusals, broken pipes
-    ReplicationShortfall,
-)
-
-# Where redis-py's own socket code lives (sync and asyncio connections).
-_REDIS_CONNECTION_FILES = frozenset(
-    str(Path(module.__file__).resolve())
-    for module in (redis.connection, redis.asyncio.connection)
-    if module.__file__
-)
-
-
-def is_closed_connection_bug(exc: BaseException) -> bool:
-    """Whether ``exc`` is redis-py writing to a connection closed under it.
-
-    redis-py 8.1 (the newest release) leaks AttributeError (``'NoneType' object
-    has no attribute 'writelines'``) or TypeError from its socket writer instead
-    of ConnectionError when a connection is closed while in use: by the peer, or
-    by the cluster client's own topology refresh in another task during a
-    failover (redis/redis-py#4287). Only those raised inside redis-py's
-    connection code count; the same exception types from anywhere else are bugs.
-    """
-    if not isinstance(exc, AttributeError | TypeError):
-        return False
-    frames = traceback.extract_tb(exc.__traceback__)
-    return any(str(Path(frame.filename).resolve()) in _REDIS_CONNECTION_FILES for frame in frames)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Whether ``exc`` is worth retrying. Refused credentials and permissions
-    are not, although redis-py's AuthenticationError and AuthorizationError
-    subclass ConnectionError (redis-py 8.1): retrying them only delays the real
-    error by the whole retry budget."""
-    if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
-        return False
-    return isinstance(exc, TRANSIENT_ERRORS) or is_closed_connection_bug(exc)
-
-
-def ride_out(
-    call: Callable[[], T],
-    *,
-    budget_s: float,
-    log: Callable[[str], None] | None = None,
-) -> T:
-    """``call()``, retried with backoff while it raises transient errors, for at
-    most ``budget_s``; then the last error is raised. For the sync tools (the
-    results reader, ``top``, ``health``, the autoscaler) what the worker's
-    broker does for it: a failover or restart within the budget goes unnoticed."""
-
-    def say(state: RetryCallState) -> None:
-        if log is not None and state.attempt_number == 1 and state.outcome is not None:
-            exc = state.outcome.exception()
-            log(f"Redis: {type(exc).__name__}: {exc}; retrying for up to {budget_s:g} s")
-
-    retrying = Retrying(
-        retry=retry_if_exception(is_transient),
-        wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
-        stop=stop_after_delay(budget_s),
-        before_sleep=say,
-        reraise=True,
-    )
-    return retrying(call)
 
 
 def _options() -> dict[str, object]:
@@ -142,100 +39,6 @@ def _options() -> dict[str, object]:
     if password:
         options["password"] = password
     return options
-
-
-@dataclass(frozen=True, slots=True)
-class SentinelTarget:
-    """A parsed ``redis+sentinel://`` URL."""
-
-    sentinels: tuple[tuple[str, int], ...]
-    service: str
-    db: int
-    tls: bool
-    username: str | None  # the master's credentials
-    password: str | None
-    tls_options: tuple[tuple[str, str], ...]  # ssl_* query parameters, for both sides
-
-
-def is_sentinel_url(url: str) -> bool:
-    return url.partition("://")[0].lower() in SENTINEL_SCHEMES
-
-
-def _host_port(item: str) -> tuple[str, int]:
-    if item.startswith("["):  # [::1]:26379
-        host, _, rest = item[1:].partition("]")
-        port_text = rest.removeprefix(":")
-    else:
-        host, _, port_text = item.rpartition(":") if ":" in item else (item, "", "")
-    if not host:
-        raise ValueError(f"sentinel address {item!r} has no host")
-    if not port_text:
-        return host, DEFAULT_SENTINEL_PORT
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ValueError(f"sentinel address {item!r} has no valid port")
-    return host, int(port_text)
-
-
-def parse_sentinel_url(url: str) -> SentinelTarget:
-    """Split a Sentinel URL into sentinels, service, db and credentials.
-
-    Raises ValueError naming what is wrong (never echoing a password).
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.lower() not in SENTINEL_SCHEMES:
-        raise ValueError("not a redis+sentinel:// or rediss+sentinel:// URL")
-    netloc, _, path_query = rest.partition("/")
-    path, _, query = path_query.partition("?")
-    userinfo, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user_text, colon, password_text = userinfo.partition(":")
-        username = unquote(user_text) or None
-        password = unquote(password_text) if colon else None
-    if not hosts:
-        raise ValueError("sentinel URL names no sentinel (host:port[,host:port...])")
-    sentinels = tuple(_host_port(item) for item in hosts.split(",") if item)
-    parts = [p for p in path.split("/") if p]
-    if not parts:
-        raise ValueError("sentinel URL names no service: .../SERVICE[/DB]")
-    if len(parts) > 2 or (len(parts) == 2 and not parts[1].isdigit()):
-        raise ValueError("sentinel URL path must be /SERVICE or /SERVICE/DB (DB a number)")
-    tls_options = []
-    for name, value in parse_qsl(query, keep_blank_values=True):
-        if not name.startswith("ssl_"):
-            raise ValueError(f"sentinel URL parameter {name!r} is not supported (only ssl_*)")
-        tls_options.append((name, value))
-    return SentinelTarget(
-        sentinels=sentinels,
-        service=unquote(parts[0]),
-        db=int(parts[1]) if len(parts) == 2 else 0,
-        tls=SENTINEL_SCHEMES[scheme.lower()],
-        username=username,
-        password=password,
-        tls_options=tuple(tls_options),
-    )
-
-
-def _sentinel_options(
-    target: SentinelTarget, options: dict[str, object]
-) -> tuple[dict[str, object], dict[str, object]]:
-    """Connection options for the master and for the sentinels."""
-    master = dict(options)
-    if target.username:
-        master["username"] = target.username
-    if target.password is not None:
-        master["password"] = target.password
-    tls: dict[str, object] = {"ssl": True, **dict(target.tls_options)} if target.tls else {}
-    master.update(tls)
-    sentinel: dict[str, object] = {
-        key: value for key, value in options.items() if key.startswith("socket_")
-    }
-    sentinel.update(tls)
-    if username := os.environ.get("FABRIC_SENTINEL_USERNAME"):
-        sentinel["username"] = username
-    if password := os.environ.get("FABRIC_SENTINEL_PASSWORD"):
-        sentinel["password"] = password
-    return master, sentinel
 
 
 def is_cluster_url(url: str, options: dict[str, object] | None = None) -> bool:
@@ -267,7 +70,7 @@ def connect(url: str, *, socket_timeout_s: float | None = 30.0) -> redis.Redis:
     options = _options()
     if is_sentinel_url(url):
         target = parse_sentinel_url(url)
-        master, sentinel = _sentinel_options(target, options)
+        master, sentinel = sentinel_options(target, options)
         manager = redis.sentinel.Sentinel(list(target.sentinels), sentinel_kwargs=sentinel)
         return manager.master_for(
             target.service, db=target.db, socket_timeout=socket_timeout_s, **master
@@ -286,7 +89,7 @@ def connect_async(url: str, *, socket_timeout_s: float | None = 30.0) -> redis.a
         # drops a connection whose server turned replica: after a failover the
         # next retry lands on the promoted master.
         target = parse_sentinel_url(url)
-        master, sentinel = _sentinel_options(target, options)
+        master, sentinel = sentinel_options(target, options)
         manager = redis.asyncio.sentinel.Sentinel(list(target.sentinels), sentinel_kwargs=sentinel)
         return manager.master_for(
             target.service, db=target.db, socket_timeout=socket_timeout_s, **master

@@ -19,9 +19,10 @@ from typing import Any
 import orjson
 import redis
 
-from fabric_worker.broker import text
-from fabric_worker.broker.scripts import register
-from fabric_worker.protocol import MAX_HEADER_BYTES, Keys, is_valid_id
+from fabric_worker.broker import scripts, text
+from fabric_worker.wire.entries import MAX_HEADER_BYTES, is_valid_id
+from fabric_worker.wire.keys import Keys
+from fabric_worker.wire.replies import ReplayReply
 
 PAGE_SIZE = 500
 
@@ -139,10 +140,10 @@ class ReplayOutcome(StrEnum):
 
 
 _SCRIPT_OUTCOMES = {
-    "replayed": ReplayOutcome.REPLAYED,
-    "gone": ReplayOutcome.GONE,
-    "done": ReplayOutcome.DONE,
-    "queued": ReplayOutcome.QUEUED,
+    ReplayReply.REPLAYED: ReplayOutcome.REPLAYED,
+    ReplayReply.GONE: ReplayOutcome.GONE,
+    ReplayReply.DONE: ReplayOutcome.DONE,
+    ReplayReply.QUEUED: ReplayOutcome.QUEUED,
 }
 
 
@@ -159,7 +160,7 @@ class DeadLetters:
     def __init__(self, client: redis.Redis, keys: Keys) -> None:
         self.redis = client
         self.keys = keys
-        self._replay = register(client, "replay")
+        self._replay = scripts.register(client, "replay")
 
     def replay(self, letter: DeadLetter, *, force: bool = False) -> ReplayResult:
         """Re-enqueue ``letter``'s original job (see ``replay.lua``).
@@ -170,15 +171,15 @@ class DeadLetters:
         """
         if not letter.is_replayable and not force:
             return ReplayResult(letter, ReplayOutcome.NOT_REPLAYABLE)
-        lane = letter.lane
-        own_key = letter.job_id is not None
-        state_key = self.keys.job(lane, letter.job_id) if letter.job_id else self.keys.backlog(lane)
-        reply = self._replay(
-            keys=[self.keys.dlq(lane), self.keys.jobs(lane), self.keys.backlog(lane), state_key],
-            args=[letter.entry_id, letter.cost_tokens or 0, "1" if own_key else "0"],
+        call = scripts.replay(
+            self.keys,
+            letter.lane,
+            letter.entry_id,
+            job_id=letter.job_id,
+            cost_tokens=letter.cost_tokens or 0,
         )
-        detail = text(reply[1]) if len(reply) > 1 else ""
-        return ReplayResult(letter, _SCRIPT_OUTCOMES[text(reply[0])], detail)
+        reply, detail = scripts.replay_reply(self._replay(keys=call.keys, args=call.args))
+        return ReplayResult(letter, _SCRIPT_OUTCOMES[reply], detail)
 
     def purge(self, letters: Sequence[DeadLetter]) -> list[bool]:
         """Delete ``letters``; False for each that was already gone. Job states

@@ -8,7 +8,7 @@ from typing import Any
 import redis
 
 from fabric_worker.broker import text
-from fabric_worker.protocol import GROUP, Keys
+from fabric_worker.wire.keys import GROUP, Keys
 
 
 @dataclass(frozen=True, slots=True)

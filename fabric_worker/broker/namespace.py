@@ -7,8 +7,8 @@ from enum import StrEnum
 
 import redis
 
-from fabric_worker.fleet_config import ConfigError, FleetConfig
-from fabric_worker.protocol import GROUP, Keys
+from fabric_worker.wire.fleet_config import ConfigError, FleetConfig
+from fabric_worker.wire.keys import GROUP, Keys
 
 
 class NamespaceNotInitialised(ConfigError):

@@ -18,7 +18,7 @@ business: submit retries the round (dedupe makes that safe), a worker counts it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,15 +29,7 @@ from redis.asyncio.cluster import ClusterNode as AsyncClusterNode
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 
-
-@dataclass(frozen=True, slots=True)
-class ScriptCall:
-    """One script to run: a registered redis-py Script (sync or async) and its
-    KEYS (all in one slot) and ARGV."""
-
-    script: Any
-    keys: Sequence[Any]
-    args: Sequence[Any]
+from fabric_worker.broker.scripts import Call
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +64,15 @@ def num_acked(reply: Any) -> int:
 class SyncReplicaWriter:
     """Script calls plus WAIT for a synchronous client (single, Sentinel or cluster)."""
 
-    def __init__(self, client: redis.Redis | RedisCluster, num_replicas: int, timeout_ms: int):
+    def __init__(
+        self,
+        client: redis.Redis | RedisCluster,
+        registered: Mapping[str, Any],
+        num_replicas: int,
+        timeout_ms: int,
+    ):
         self.client = client
+        self.registered = registered  # script name -> redis-py Script
         self.num_replicas = num_replicas
         self.timeout_ms = timeout_ms
         self._has_waitaof: bool | None = None
@@ -86,7 +85,7 @@ class SyncReplicaWriter:
             self._has_waitaof = _waitaof_supported(info)
         return wait_command(self.num_replicas, self.timeout_ms, has_waitaof=self._has_waitaof)
 
-    def run(self, calls: Sequence[ScriptCall]) -> AckedReplies:
+    def run(self, calls: Sequence[Call]) -> AckedReplies:
         if not calls:
             return AckedReplies([], self.num_replicas)
         wait = self._wait()
@@ -108,14 +107,14 @@ class SyncReplicaWriter:
             least = min(least, part.num_acked)
         return AckedReplies(replies, least)
 
-    @staticmethod
     def _on(
-        client: redis.Redis, indexes: list[int], calls: Sequence[ScriptCall], wait: tuple[Any, ...]
+        self, client: redis.Redis, indexes: list[int], calls: Sequence[Call], wait: tuple[Any, ...]
     ) -> AckedReplies:
         pipe = client.pipeline(transaction=False)
         for i in indexes:
             # The Script object on a pipeline loads itself first where needed.
-            calls[i].script(keys=list(calls[i].keys), args=list(calls[i].args), client=pipe)
+            script = self.registered[calls[i].script]
+            script(keys=calls[i].keys, args=calls[i].args, client=pipe)
         pipe.execute_command(*wait)
         out = pipe.execute()
         return AckedReplies(list(out[:-1]), num_acked(out[-1]))
@@ -127,10 +126,12 @@ class AsyncReplicaWriter:
     def __init__(
         self,
         client: redis.asyncio.Redis | AsyncRedisCluster,
+        registered: Mapping[str, Any],
         num_replicas: int,
         timeout_ms: int,
     ):
         self.client = client
+        self.registered = registered  # script name -> redis-py AsyncScript
         self.num_replicas = num_replicas
         self.timeout_ms = timeout_ms
         self._has_waitaof: bool | None = None
@@ -159,7 +160,7 @@ class AsyncReplicaWriter:
             pinned = self._pinned[node.name] = redis.asyncio.Redis.from_pool(pool)
         return pinned
 
-    async def run(self, calls: Sequence[ScriptCall]) -> AckedReplies:
+    async def run(self, calls: Sequence[Call]) -> AckedReplies:
         if not calls:
             return AckedReplies([], self.num_replicas)
         wait = await self._wait()
@@ -190,16 +191,17 @@ class AsyncReplicaWriter:
             least = min(least, part.num_acked)
         return AckedReplies(replies, least)
 
-    @staticmethod
     async def _on(
+        self,
         client: redis.asyncio.Redis,
         indexes: list[int],
-        calls: Sequence[ScriptCall],
+        calls: Sequence[Call],
         wait: tuple[Any, ...],
     ) -> AckedReplies:
         pipe = client.pipeline(transaction=False)
         for i in indexes:
-            await calls[i].script(keys=list(calls[i].keys), args=list(calls[i].args), client=pipe)
+            script = self.registered[calls[i].script]
+            await script(keys=calls[i].keys, args=calls[i].args, client=pipe)
         pipe.execute_command(*wait)
         out = await pipe.execute()
         return AckedReplies(list(out[:-1]), num_acked(out[-1]))

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator
 import redis
 from redis.cluster import RedisCluster
 
-from fabric_worker.broker.connection import is_transient, ride_out
-from fabric_worker.protocol import EntryError, Keys, ResultEntry, decode_result
+from fabric_worker.broker.transient import is_transient, ride_out
+from fabric_worker.wire.entries import EntryError, ResultEntry, decode_result
+from fabric_worker.wire.keys import Keys
 
 READ_COUNT = 1000
 

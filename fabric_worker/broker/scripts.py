@@ -1,18 +1,41 @@
-"""Server-side scripts: loaded once from the package's ``.lua`` files."""
+"""Server-side scripts: their sources, and one typed call per script.
+
+Each ``lua/<name>.lua`` may start with ``-- include: a, b``: Redis has no
+include directive, so :func:`source` joins ``lua/includes/a.lua`` and
+``b.lua`` in front of the script before it is loaded. The KEYS and ARGV of
+every script are built here and nowhere else, and every reply is turned into
+an enum (:mod:`fabric_worker.wire.replies`) here.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Any
 
 from redis.commands.core import AsyncScript, Script
 
+from fabric_worker.broker import text
+from fabric_worker.wire.claims import Completion, DeadLetter, HandBack, Retry
+from fabric_worker.wire.keys import GROUP, Keys
+from fabric_worker.wire.replies import CompleteReply, DeadLetterReply, ReplayReply
+
+_INCLUDE = re.compile(r"^-- include: (.+)$", re.M)
+
+
+def _read(*parts: str) -> str:
+    return resources.files("fabric_worker.broker").joinpath("lua", *parts).read_text()
+
 
 @cache
 def source(name: str) -> str:
-    """The text of ``fabric_worker/lua/<name>.lua``."""
-    return resources.files("fabric_worker").joinpath("lua", f"{name}.lua").read_text()
+    """The text of ``fabric_worker/broker/lua/<name>.lua``, its includes first."""
+    body = _read(f"{name}.lua")
+    names = [n.strip() for m in _INCLUDE.finditer(body) for n in m.group(1).split(",")]
+    return "".join(_read("includes", f"{n}.lua") + "\n" for n in names) + body
 
 
 def register(client: Any, name: str) -> Script | AsyncScript:
@@ -23,3 +46,116 @@ def register(client: Any, name: str) -> Script | AsyncScript:
     """
     script: Script | AsyncScript = client.register_script(source(name))
     return script
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One script call: which script, with which KEYS and ARGV."""
+
+    script: str
+    keys: list[str]
+    args: list[Any]
+
+
+def _state_key(keys: Keys, lane: int, job_id: str | None) -> tuple[str, str]:
+    """The job-state key, or any key of the lane when the id is unknown (a
+    script may only touch keys it is given); and the flag saying which."""
+    return (keys.job(lane, job_id), "1") if job_id else (keys.backlog(lane), "0")
+
+
+def complete(keys: Keys, c: Completion, *, retention_s: int) -> Call:
+    lane = c.lane
+    return Call(
+        "complete",
+        [keys.jobs(lane), keys.results(lane), keys.backlog(lane), keys.job(lane, c.job_id)],
+        [GROUP, c.entry_id, c.cost_tokens, retention_s, c.header, c.tokens],
+    )
+
+
+def dead_letter(
+    keys: Keys, d: DeadLetter, *, retention_s: int, consumer: str, now_unix: float
+) -> Call:
+    state_key, own = _state_key(keys, d.lane, d.job_id)
+    return Call(
+        "deadletter",
+        [keys.jobs(d.lane), keys.dlq(d.lane), keys.backlog(d.lane), state_key],
+        [
+            GROUP,
+            d.entry_id,
+            d.cost_tokens,
+            retention_s,
+            d.reason,
+            d.deliveries,
+            d.error,
+            consumer,
+            f"{now_unix:.3f}",
+            own,
+        ],
+    )
+
+
+def renew(keys: Keys, lane: int, consumer: str, entry_ids: Sequence[bytes]) -> Call:
+    return Call("renew", [keys.jobs(lane)], [GROUP, consumer, *entry_ids])
+
+
+def requeue(keys: Keys, h: HandBack, consumer: str) -> Call:
+    state_key, own = _state_key(keys, h.lane, h.job_id)
+    return Call("requeue", [keys.jobs(h.lane), state_key], [GROUP, consumer, h.entry_id, own])
+
+
+def retry(keys: Keys, r: Retry, consumer: str) -> Call:
+    return Call("retry", [keys.jobs(r.lane)], [GROUP, consumer, r.entry_id, r.idle_ms])
+
+
+def replay(keys: Keys, lane: int, entry_id: str, *, job_id: str | None, cost_tokens: int) -> Call:
+    state_key, own = _state_key(keys, lane, job_id)
+    return Call(
+        "replay",
+        [keys.dlq(lane), keys.jobs(lane), keys.backlog(lane), state_key],
+        [entry_id, cost_tokens, own],
+    )
+
+
+def submit(
+    keys: Keys, lane: int, jobs: Sequence[tuple[str, int, bytes, bytes]], *, cap: int, nonce: str
+) -> Call:
+    """``jobs``: (id, padded cost, header, packed tokens) of each job, in order."""
+    args: list[Any] = [cap, nonce]
+    for _, cost, header, tokens in jobs:
+        args += [cost, header, tokens]
+    return Call(
+        "submit",
+        [keys.jobs(lane), keys.backlog(lane), *(keys.job(lane, job[0]) for job in jobs)],
+        args,
+    )
+
+
+# --- replies ------------------------------------------------------------------------
+
+
+def complete_reply(raw: object) -> CompleteReply:
+    return CompleteReply(text(raw))
+
+
+def dead_letter_reply(raw: object) -> DeadLetterReply:
+    return DeadLetterReply(text(raw))
+
+
+def renew_reply(raw: Sequence[Any]) -> list[bytes]:
+    """The ids whose lease was lost."""
+    return [bytes(x) for x in raw]
+
+
+def requeue_reply(raw: object) -> bool:
+    """Whether the entry went back (the script answers the copy's id, or Lua
+    false when the entry was not ours any more)."""
+    return bool(raw)
+
+
+def retry_reply(raw: object) -> bool:
+    return bool(raw)
+
+
+def replay_reply(raw: Sequence[Any]) -> tuple[ReplayReply, str]:
+    """The outcome, and the new entry id or the job state that stopped it."""
+    return ReplayReply(text(raw[0])), text(raw[1]) if len(raw) > 1 else ""

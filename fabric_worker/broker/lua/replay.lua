@@ -1,0 +1,42 @@
+-- Replay one dead letter: put its original job back on its lane, atomically.
+--
+-- KEYS[1] dead-letter stream   KEYS[2] jobs stream
+-- KEYS[3] backlog              KEYS[4] job-state key (any key of the lane if the id is unknown)
+-- ARGV[1] dead-letter entry id  ARGV[2] padded cost (0 if unknown)
+-- ARGV[3] "1" if KEYS[4] is the job's own key
+--
+-- The caller computed the cost from the dead letter's header; stream entries
+-- are immutable and their ids never reused, so the header read here is that one.
+--
+-- Returns {"replayed", new entry id}; {"gone"} if the dead letter no longer
+-- exists; {"done"} or {"queued", state} if the job was meanwhile completed or
+-- submitted again (then nothing changes: a replay would only duplicate work).
+-- include: state, fields
+local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
+if #found == 0 then
+  return {'gone'}
+end
+local own_key = ARGV[3] == '1'
+if own_key then
+  -- 'dead' is the normal case; no state at all means it expired (retention).
+  local state = redis.call('GET', KEYS[4])
+  if state == 'done' then
+    return {'done'}
+  end
+  if state and state ~= 'dead' then
+    return {'queued', state}
+  end
+end
+local h, t = job_fields(found[1][2])
+local new_id = redis.call('XADD', KEYS[2], '*', 'h', h, 't', t)
+if own_key then
+  -- Same shape as submit.lua's state, so submit dedupes it and complete and
+  -- requeue handle it; no expiry while queued.
+  redis.call('SET', KEYS[4], queued_state(new_id, 'replay'))
+end
+local cost = tonumber(ARGV[2])
+if cost > 0 then
+  redis.call('INCRBY', KEYS[3], cost)
+end
+redis.call('XDEL', KEYS[1], ARGV[1])
+return {'replayed', new_id}

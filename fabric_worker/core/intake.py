@@ -1,0 +1,86 @@
+"""Intake: what a worker does with an entry it has just claimed.
+
+Accept it (decoded and costed, for the admission queue), dead-letter it with
+the reason, or hand it back because the read-ahead has no room. Pure: the
+entry and the limits in, a verdict out. The caller carries the verdicts out in
+one batched broker call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fabric_worker.wire.claims import Claimed, DeadLetter, HandBack
+from fabric_worker.wire.entries import EntryError, JobEntry, decode_job, peek_id
+from fabric_worker.wire.fleet_config import padded_cost
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What an entry must fit: the fleet's rules and this engine's size."""
+
+    vocab_size: int
+    max_prompt_tokens: int  # the largest lane
+    max_deliveries: int
+    max_seq_len: int  # the engine's, per sequence
+    max_cost_tokens: int  # the budget's high water: a job above it never fits
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An entry to queue: its job and padded cost."""
+
+    claimed: Claimed
+    job: JobEntry
+    cost_tokens: int
+
+
+Verdict = Accepted | DeadLetter | HandBack
+
+
+def _dead(c: Claimed, reason: str, *, job_id: str | None, cost_tokens: int = 0) -> DeadLetter:
+    return DeadLetter(c.lane, c.entry_id, job_id, cost_tokens, reason, c.deliveries)
+
+
+def _unservable(c: Claimed, limits: Limits) -> tuple[str, JobEntry | None]:
+    """Why this entry cannot be served here, or its job."""
+    if not c.fields:
+        return "entry was deleted while pending", None
+    try:
+        job = decode_job(
+            c.fields, vocab_size=limits.vocab_size, max_prompt_tokens=limits.max_prompt_tokens
+        )
+    except EntryError as exc:
+        return exc.reason, None
+    if len(job.tokens) > c.lane:
+        return f"prompt of {len(job.tokens)} tokens does not belong in lane {c.lane}", None
+    need = len(job.tokens) + job.max_new_tokens
+    cost = padded_cost(c.lane, job.max_new_tokens)
+    if need > limits.max_seq_len or cost > limits.max_cost_tokens:
+        return (
+            f"job needs {need} tokens (padded {cost}); this engine holds at most "
+            f"{limits.max_seq_len} per sequence and {limits.max_cost_tokens} in flight"
+        ), None
+    return "", job
+
+
+def judge(c: Claimed, limits: Limits, *, can_queue: Callable[[int], bool]) -> Verdict:
+    """The verdict on one claimed entry; ``can_queue(cost)`` says whether the
+    read-ahead has room for a job of that cost.
+
+    Undecodable, out of lane, too big for this engine: dead-lettered with the
+    reason (and the id, if its header gives one, but no cost: it was never
+    costed by its header). Delivered more than ``max_deliveries`` times:
+    dead-lettered with its cost. No room: handed back, no delivery counted.
+    """
+    reason, job = _unservable(c, limits)
+    if job is None:
+        return _dead(c, reason, job_id=peek_id(c.fields))
+    cost = padded_cost(c.lane, job.max_new_tokens)
+    if c.deliveries > limits.max_deliveries:
+        reason = f"delivered {c.deliveries} times (max {limits.max_deliveries})"
+        return _dead(c, reason, job_id=job.id, cost_tokens=cost)
+    if not can_queue(cost):
+        return HandBack(c.lane, c.entry_id, job.id)
+    return Accepted(c, job, cost)

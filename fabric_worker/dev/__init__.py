@@ -1,0 +1,1 @@
+"""Private harnesses: a redis-server on a free port, and ``make demo``."""

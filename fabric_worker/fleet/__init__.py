@@ -1,0 +1,1 @@
+"""Fleet tools: the autoscaler and its actuators, ACL rules, ``fabric top``."""

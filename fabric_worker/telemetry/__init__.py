@@ -1,0 +1,1 @@
+"""What a worker tells the fleet: rates, the heartbeat status, Prometheus metrics."""

@@ -1,0 +1,2 @@
+"""The worker process: options, the service and its async loops, the engine
+thread, startup from a manifest."""

@@ -1,0 +1,198 @@
+"""The `fabric` command line as an operator runs it: real process, real Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import orjson
+import pytest
+import redis
+
+from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import ResultEntry, encode_result
+from fabric_worker.wire.keys import Keys
+
+pytestmark = pytest.mark.integration
+
+
+def fabric(
+    server: RedisServer, namespace: str, *args: str, stdin: bytes = b""
+) -> subprocess.CompletedProcess[bytes]:
+    env = {**os.environ, "FABRIC_REDIS_URL": server.url, "FABRIC_NAMESPACE": namespace}
+    return subprocess.run(
+        [sys.executable, "-m", "fabric_worker", *args],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def jsonl(*jobs: dict[str, object]) -> bytes:
+    return b"".join(orjson.dumps(job) + b"\n" for job in jobs)
+
+
+def test_init_is_idempotent_and_refuses_new_lanes_while_work_is_held(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    first = fabric(redis_server, namespace, "init", "--lanes", "64,128")
+    assert first.returncode == 0
+    assert b"created (config version 1, 2 lanes: 64,128)" in first.stdout
+    again = fabric(redis_server, namespace, "init", "--lanes", "64,128")
+    assert b"unchanged (config version 1" in again.stdout
+    bumped = fabric(redis_server, namespace, "init", "--lanes", "64,128", "--lease-s", "5")
+    assert b"updated (config version 2" in bumped.stdout
+    submitted = fabric(
+        redis_server,
+        namespace,
+        "submit",
+        "-",
+        stdin=jsonl({"tokens": [1] * 100, "max_new_tokens": 4, "id": "a"}),
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    refused = fabric(redis_server, namespace, "init", "--lanes", "64,256")
+    assert refused.returncode == 2
+    assert b"refusing to change the lane boundaries" in refused.stderr
+    assert b"lane 128: 1 entries, 132 backlog tokens" in refused.stderr
+
+
+def test_submit_reports_and_dedupes(redis_server: RedisServer, namespace: str) -> None:
+    assert fabric(redis_server, namespace, "init").returncode == 0
+    data = jsonl(
+        *(
+            {"tokens": [i, 2, 3], "max_new_tokens": 5, "id": f"s{i}", "class": "x"}
+            for i in range(20)
+        )
+    )
+    first = fabric(redis_server, namespace, "submit", "-", stdin=data)
+    assert (first.returncode, first.stdout) == (0, b"submitted 20, duplicates 0\n")
+    again = fabric(redis_server, namespace, "submit", "-", stdin=data)
+    assert (again.returncode, again.stdout) == (0, b"submitted 0, duplicates 20\n")
+
+
+def test_submit_names_every_bad_line_and_writes_nothing(
+    redis_server: RedisServer, namespace: str, tmp_path: object
+) -> None:
+    assert (
+        fabric(
+            redis_server, namespace, "init", "--lanes", "64,128", "--vocab-size", "50"
+        ).returncode
+        == 0
+    )
+    lines = [
+        b'{"tokens": [1, 2], "max_new_tokens": 3, "id": "good"}',
+        b'{"tokens": [1, 50], "max_new_tokens": 3}',
+        b"",
+        b"{not json",
+        b'{"tokens": [1], "max_new_tokens": 3, "id": "good"}',
+        b'{"tokens": [1], "max_new_tokens": 0}',
+        b'{"tokens": [1], "max_new_tokens": 3, "colour": "red"}',
+        b'{"tokens": [' + b"1," * 128 + b'1], "max_new_tokens": 3}',
+        b'{"tokens": [1], "max_new_tokens": 3, "id": "no spaces"}',
+        b'"just a string"',
+    ]
+    result = fabric(redis_server, namespace, "submit", "-", stdin=b"\n".join(lines) + b"\n")
+    assert result.returncode == 2
+    errors = result.stderr.decode().splitlines()
+    assert errors == [
+        "line 2: tokens[1] = 50 is outside [0, 50)",
+        "line 4: not valid JSON: " + errors[1].split("not valid JSON: ", 1)[1],
+        "line 5: id 'good' appears twice in the file",
+        "line 6: max_new_tokens must be an integer >= 1, got 0",
+        "line 7: unknown field 'colour' (known: class, end_id, id, max_new_tokens, tokens)",
+        "line 8: prompt of 129 tokens exceeds the largest lane (128)",
+        "line 9: id 'no spaces' must be 1 to 128 characters from [A-Za-z0-9._:-]",
+        "line 10: expected a JSON object, got str",
+        "8 bad line(s); nothing submitted",
+    ]
+    client = redis.Redis.from_url(redis_server.url)
+    assert client.xlen(Keys(namespace).jobs(64)) == 0
+
+
+def test_submit_before_init_says_what_to_do(redis_server: RedisServer, namespace: str) -> None:
+    result = fabric(
+        redis_server, namespace, "submit", "-", stdin=jsonl({"tokens": [1], "max_new_tokens": 1})
+    )
+    assert result.returncode == 2
+    assert (
+        f"namespace '{namespace}' has no config: run `fabric init` first".encode() in result.stderr
+    )
+
+
+def test_unreachable_redis_is_one_clear_line(namespace: str) -> None:
+    env = {**os.environ, "FABRIC_REDIS_URL": "redis://127.0.0.1:1/0", "FABRIC_NAMESPACE": namespace}
+    result = subprocess.run(
+        [sys.executable, "-m", "fabric_worker", "inspect"], env=env, capture_output=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(b"error: cannot reach Redis")
+    assert b"Traceback" not in result.stderr
+
+
+def test_inspect_figures_after_a_known_submit(redis_server: RedisServer, namespace: str) -> None:
+    assert fabric(redis_server, namespace, "init", "--lanes", "64,128,256").returncode == 0
+    jobs = [{"tokens": [1] * n, "max_new_tokens": 10} for n in (10, 20, 100, 200, 250)]
+    assert fabric(redis_server, namespace, "submit", "-", stdin=jsonl(*jobs)).returncode == 0
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    client.xreadgroup("workers", "w1", {keys.jobs(256): ">"}, count=1)  # one in flight
+    doc = orjson.loads(fabric(redis_server, namespace, "inspect", "--json").stdout)
+    lanes = {lane["lane"]: lane for lane in doc["lanes"]}
+    assert lanes[64] | {"consumers": None} == {
+        "lane": 64,
+        "queued": 2,
+        "in_flight": 0,
+        "backlog_tokens": 148,
+        "lag": 2,
+        "consumers": None,
+        "dead": 0,
+        "results": 0,
+    }
+    assert (lanes[128]["queued"], lanes[128]["backlog_tokens"]) == (1, 138)
+    assert (lanes[256]["queued"], lanes[256]["in_flight"], lanes[256]["backlog_tokens"]) == (
+        1,
+        1,
+        532,
+    )
+    assert [c["name"] for c in lanes[256]["consumers"]] == ["w1"]
+    table = fabric(redis_server, namespace, "inspect").stdout.decode()
+    assert "backlog_tokens" in table and "w1 (1, idle" in table
+
+
+def test_results_continue_where_the_group_stopped(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    assert fabric(redis_server, namespace, "init", "--lanes", "64").returncode == 0
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+
+    def add(job_id: str) -> None:
+        result = ResultEntry(
+            id=job_id,
+            tokens=[1, 2],
+            finish_reason="length",
+            deliveries=1,
+            worker="w",
+            submitted_at=1.0,
+            started_at=2.0,
+            finished_at=3.5,
+        )
+        client.xadd(keys.results(64), encode_result(result))  # type: ignore[arg-type]
+
+    add("r1")
+    add("r2")
+    first = [
+        orjson.loads(line)
+        for line in fabric(redis_server, namespace, "results").stdout.splitlines()
+    ]
+    assert [r["id"] for r in first] == ["r1", "r2"]
+    assert first[0] | {"latency_s": 2.5, "tokens": [1, 2], "worker": "w"} == first[0]
+    add("r3")
+    second = fabric(redis_server, namespace, "results").stdout.splitlines()
+    assert [orjson.loads(line)["id"] for line in second] == ["r3"]
+    rewound = fabric(redis_server, namespace, "results", "--from-start").stdout.splitlines()
+    assert len(rewound) == 3
+    other = fabric(redis_server, namespace, "results", "--group", "audit").stdout.splitlines()
+    assert len(other) == 3

@@ -1,0 +1,45 @@
+"""The script loader joins each script's includes in front of it (Redis has no
+include); these check the joining with no server. tests/integration/broker/
+test_scripts.py runs every joined script against a real Redis."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+import pytest
+
+from fabric_worker.broker.scripts import source
+
+LUA = resources.files("fabric_worker.broker").joinpath("lua")
+SCRIPTS = sorted(p.name[:-4] for p in LUA.iterdir() if p.name.endswith(".lua"))
+INCLUDES = {
+    p.name[:-4]: p.read_text()
+    for p in LUA.joinpath("includes").iterdir()
+    if p.name.endswith(".lua")
+}
+DEFINED = {
+    name: re.findall(r"^local function (\w+)\(", text, re.M) for name, text in INCLUDES.items()
+}
+
+
+def test_every_script_is_there() -> None:
+    assert SCRIPTS == ["complete", "deadletter", "renew", "replay", "requeue", "retry", "submit"]
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_a_script_gets_exactly_the_fragments_it_calls(name: str) -> None:
+    text = source(name)
+    body = LUA.joinpath(f"{name}.lua").read_text()
+    assert text.endswith(body)
+    for include, functions in DEFINED.items():
+        joined = text.count(INCLUDES[include])
+        called = any(re.search(rf"\b{f}\(", body) for f in functions)
+        # Once if the script calls any of its functions, else not at all.
+        assert joined == int(called), (name, include)
+
+
+def test_every_fragment_is_used_by_some_script() -> None:
+    bodies = "".join(LUA.joinpath(f"{name}.lua").read_text() for name in SCRIPTS)
+    unused = [f for functions in DEFINED.values() for f in functions if f"{f}(" not in bodies]
+    assert unused == []
