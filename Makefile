@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint bench bench-quick chaos clean
+.PHONY: demo test test-unit lint bench bench-quick chaos chaos-failover clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ bench-quick: $(STAMP)
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --jobs 100000
+
+# A Redis Cluster master SIGKILLed mid-run, ten times: worker exits, missing, doubled.
+chaos-failover: $(STAMP)
+	$(BIN)/python -m bench.failover --topology cluster --runs 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
