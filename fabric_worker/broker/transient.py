@@ -77,7 +77,20 @@ def is_transient(exc: BaseException) -> bool:
     error by the whole retry budget."""
     if isinstance(exc, redis.AuthenticationError | redis.exceptions.AuthorizationError):
         return False
-    return isinstance(exc, TRANSIENT_ERRORS) or is_closed_connection_bug(exc)
+    return (
+        isinstance(exc, TRANSIENT_ERRORS)
+        or is_closed_connection_bug(exc)
+        or is_unblocked_by_failover(exc)
+    )
+
+
+def is_unblocked_by_failover(exc: BaseException) -> bool:
+    """A blocked read that the server ended because its stream moved away (a
+    slot migrated: "UNBLOCKED the stream key no longer exists") or because the
+    server turned replica ("UNBLOCKED force unblock ... master -> replica").
+    Lanes are never deleted, so the next read, sent where the slot now lives,
+    goes on (Redis 7.0 replies; redis-py raises them as plain ResponseError)."""
+    return isinstance(exc, redis.ResponseError) and str(exc).startswith("UNBLOCKED")
 
 
 def ride_out(

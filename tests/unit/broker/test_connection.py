@@ -128,6 +128,11 @@ def test_connect_builds_sentinel_managed_clients_without_a_round_trip() -> None:
         redis.sentinel.MasterNotFoundError("No master found for 'fleet'"),
         ConnectionResetError(104, "Connection reset by peer"),
         BrokenPipeError(32, "Broken pipe"),
+        redis.ResponseError("UNBLOCKED the stream key no longer exists"),
+        redis.ResponseError(
+            "UNBLOCKED force unblock from blocking operation, instance state changed "
+            "(master -> replica?)"
+        ),
     ],
     ids=lambda exc: type(exc).__name__,
 )
