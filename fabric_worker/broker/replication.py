@@ -38,11 +38,10 @@ class AckedReplies:
     num_acked: int  # replicas that acknowledged every write (least over nodes)
 
 
-def _waitaof_supported(info: dict[str, Any]) -> bool:
-    version = str(info.get("redis_version", "0"))
-    major, _, rest = version.partition(".")
-    minor = rest.partition(".")[0]
-    return (int(major), int(minor or 0)) >= (7, 2) if major.isdigit() else False
+# Asked once per writer by running a WAITAOF that waits for nothing: Redis 7.0
+# answers "unknown command", and a user not granted it is refused; both mean WAIT
+# (INFO would need a grant of its own).
+_PROBE = ("WAITAOF", 0, 0, 0)
 
 
 def wait_command(num_replicas: int, timeout_ms: int, *, has_waitaof: bool) -> tuple[Any, ...]:
@@ -79,10 +78,11 @@ class SyncReplicaWriter:
 
     def _wait(self) -> tuple[Any, ...]:
         if self._has_waitaof is None:
-            info = self.client.info("server")
-            if isinstance(self.client, RedisCluster):  # one reply per node
-                info = next(iter(info.values())) if info and "redis_version" not in info else info
-            self._has_waitaof = _waitaof_supported(info)
+            try:
+                self.client.execute_command(*_PROBE)
+                self._has_waitaof = True
+            except redis.ResponseError:
+                self._has_waitaof = False
         return wait_command(self.num_replicas, self.timeout_ms, has_waitaof=self._has_waitaof)
 
     def run(self, calls: Sequence[Call]) -> AckedReplies:
@@ -141,10 +141,11 @@ class AsyncReplicaWriter:
         if self._has_waitaof is None:
             if isinstance(self.client, AsyncRedisCluster):
                 await self.client.initialize()  # the slot map, before nodes are asked for
-                info = await self.client.info("server", target_nodes=self.client.get_random_node())
-            else:
-                info = await self.client.info("server")
-            self._has_waitaof = _waitaof_supported(info)
+            try:
+                await self.client.execute_command(*_PROBE)
+                self._has_waitaof = True
+            except redis.ResponseError:
+                self._has_waitaof = False
         return wait_command(self.num_replicas, self.timeout_ms, has_waitaof=self._has_waitaof)
 
     def _pin(self, node: AsyncClusterNode) -> redis.asyncio.Redis:

@@ -42,6 +42,10 @@ SETINFO_SINCE = (7, 2)
 
 _EVERY_CLIENT = ("ping",)
 _SCRIPTS = ("evalsha", "script|load", "script|exists")
+# After each submit and complete script when the fleet config sets replica_acks
+# (broker/replication.py); WAITAOF only where the server has it.
+_REPLICA_ACKS = ("wait",)
+WAITAOF_SINCE = (7, 2)
 
 
 class Role(StrEnum):
@@ -118,7 +122,7 @@ _RUNS_SCRIPTS = {Role.PRODUCER, Role.WORKER}
 
 
 def _commands(role: Role) -> tuple[str, ...]:
-    scripts = _SCRIPTS if role in _RUNS_SCRIPTS else ()
+    scripts = (*_SCRIPTS, *_REPLICA_ACKS) if role in _RUNS_SCRIPTS else ()
     return (*_EVERY_CLIENT, *scripts, *_OWN_COMMANDS[role])
 
 
@@ -165,11 +169,12 @@ def role_rules(
     if server_version < (7, 0):
         raise ValueError(f"server version {server_version}: Redis 7.0 is the floor")
     extra = ("client|setinfo",) if server_version >= SETINFO_SINCE else ()
+    waitaof = ("waitaof",) if server_version >= WAITAOF_SINCE else ()
     return [
         RoleRule(
             role=role,
             username=f"{user_prefix}-{role.value}",
-            grants=_grants(role, namespace, extra),
+            grants=_grants(role, namespace, extra + (waitaof if role in _RUNS_SCRIPTS else ())),
         )
         for role in Role
     ]

@@ -55,6 +55,7 @@ WORKER_METRICS = frozenset(
         "fabric_level_depth",
         "fabric_reclaims_total",
         "fabric_lease_losses_total",
+        "fabric_replica_ack_shortfalls_total",
     }
 )
 AUTOSCALER_METRICS = frozenset({"fabric_desired_workers", "fabric_backlog_tokens"})

@@ -19,11 +19,12 @@ from fabric_worker.broker.streams import Broker, Completion
 from fabric_worker.broker.transient import ReplicationShortfall
 from fabric_worker.dev.redis_server import RedisServer
 from fabric_worker.dev.replicated import RedisClusterServers
+from fabric_worker.fleet.acl import Role, parse_server_version, role_rules, setuser_tokens
 from fabric_worker.wire.entries import ResultEntry, encode_result
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import GROUP, Keys
 from producers import FabricClient, Job
-from tests.integration.harness import wait_until
+from tests.integration.harness import WorkerProcess, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -189,3 +190,32 @@ def test_failover_while_submitting_keeps_one_result_per_id(
     assert report.num_submitted_at_kill < report.num_jobs  # the producer was mid-run
     if replica_acks:
         assert report.num_lost == 0
+
+
+def test_the_role_users_of_fabric_acl_may_wait_for_replicas(
+    master_and_replica: tuple[RedisServer, RedisServer], tmp_path: Path
+) -> None:
+    """The producer and worker users that `fabric acl` defines can submit and
+    serve with replica_acks on: WAIT (and, on 7.2+, WAITAOF) is granted."""
+    master, _replica = master_and_replica
+    _init(master.url, "ra", acks=1)
+    admin = redis.Redis(port=master.port)
+    version = parse_server_version(admin.info("server")["redis_version"])
+    passwords = {Role.PRODUCER: "producer-pw", Role.WORKER: "worker-pw"}
+    for rule in role_rules("ra", server_version=version):
+        admin.execute_command("ACL", "SETUSER", *setuser_tokens(rule, passwords.get(rule.role)))
+    admin.close()
+
+    def url(role: Role) -> str:
+        return f"redis://fabric-{role.value}:{passwords[role]}@127.0.0.1:{master.port}/0"
+
+    producer = FabricClient.from_url(url(Role.PRODUCER), "ra", retry_budget_s=1.0)
+    assert producer.submit(_jobs("u", 50)).num_submitted == 50
+    producer.close()
+    worker = WorkerProcess(url(Role.WORKER), "ra", tmp_path, "--burst", manifest="null.json")
+    try:
+        assert worker.wait(60) == 0, worker.log
+    finally:
+        worker.stop()
+    with connect(master.url) as check:
+        assert sum(check.xlen(Keys("ra").results(lane)) for lane in LANES) == 50

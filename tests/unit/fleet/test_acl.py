@@ -75,7 +75,7 @@ def test_every_role_is_limited_to_its_commands() -> None:
         "fabric-worker",
         "fabric-reader",
     ]
-    scripts = {"evalsha", "script|load", "script|exists"}
+    scripts = {"evalsha", "script|load", "script|exists", "wait"}
     assert set(rules[Role.PRODUCER].commands) == {
         "ping",
         *scripts,
@@ -241,3 +241,13 @@ def test_passwords_from_env() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             passwords_from_env((spec,), environ)
+
+
+def test_waitaof_is_granted_only_where_the_server_has_it() -> None:
+    """replica_acks waits with WAITAOF on 7.2+; on 7.0 naming it would make
+    ACL SETUSER fail (unknown command)."""
+    for version, expected in (((7, 0), False), ((7, 2), True)):
+        rules = {rule.role: set(rule.commands) for rule in role_rules(NS, server_version=version)}
+        assert ("waitaof" in rules[Role.PRODUCER]) is expected
+        assert ("waitaof" in rules[Role.WORKER]) is expected
+        assert "waitaof" not in rules[Role.READER] and "wait" not in rules[Role.READER]
