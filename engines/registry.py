@@ -18,10 +18,14 @@ if TYPE_CHECKING:
 _ENGINES: dict[str, str] = {
     "sim": "engines.sim:SimEngine",
     "null": "engines.null:NullEngine",
-    "hf": "engines.hf:HfEngine",
-    "trtllm": "engines.trtllm:TrtllmEngine",
-    "vllm": "engines.vllm:VllmEngine",
+    "hf": "engines.hf.engine:HfEngine",
+    "trtllm": "engines.trtllm.engine:TrtllmEngine",
+    "vllm": "engines.vllm.engine:VllmEngine",
 }
+
+# Engines that serve a model with a vocabulary of its own: a fleet with a
+# larger vocab_size is refused before the engine is built.
+_CHECKPOINT_ENGINES = frozenset({"hf", "trtllm", "vllm"})
 
 # name -> the optional-dependency group of pyproject.toml that brings its libraries.
 _EXTRAS: dict[str, str] = {"hf": "hf", "trtllm": "trtllm", "vllm": "vllm"}
@@ -61,13 +65,24 @@ def engine_class(name: str) -> type[Any]:
     return cls
 
 
-def create_engine(manifest: Manifest, **options: Any) -> Engine:
+def create_engine(
+    manifest: Manifest, *, fleet_vocab_size: int | None = None, **options: Any
+) -> Engine:
     """Build the engine named by ``manifest.backend``.
 
     ``options`` go to the engine's constructor unchanged (for ``sim``:
-    ``clock``, ``batching``, ``faults``). Engine-specific manifest checks
-    (device present, model known) raise :class:`~engines.manifest.ManifestError`.
+    ``clock``, ``batching``, ``faults``). For the engines that load a model,
+    a ``fleet_vocab_size`` larger than the model's is refused first
+    (:func:`~engines.checkpoint.check_fleet_vocab`). Engine-specific manifest
+    checks (device present, model known) raise
+    :class:`~engines.manifest.ManifestError`.
     """
+    if manifest.backend in _CHECKPOINT_ENGINES:
+        # Imported here: engines.checkpoint needs engines.manifest, which needs
+        # this module's engine_names.
+        from engines.checkpoint import check_fleet_vocab
+
+        check_fleet_vocab(manifest, fleet_vocab_size)
     engine: Engine = engine_class(manifest.backend)(manifest, **options)
     return engine
 

@@ -139,7 +139,12 @@ def run_worker(
             retention_s=config.retention_s,
             outage_budget_s=outage_budget_s,
         )
-        worker = Worker(broker, config, lambda: create_engine(manifest, **options), worker_options)
+        worker = Worker(
+            broker,
+            config,
+            lambda: create_engine(manifest, fleet_vocab_size=config.vocab_size, **options),
+            worker_options,
+        )
         try:
             return await worker.run()
         finally:
