@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-vllm lint bench bench-quick chaos clean
+.PHONY: demo test test-unit test-vllm lint bench bench-quick chaos gpu-bundle clean
 
 # vLLM's CPU build pins an older transformers than engines/hf, so its tests
 # get an environment of their own. PyPI's torchvision (and its siblings) fail
@@ -13,6 +13,11 @@ STAMP := $(VENV)/.installed
 VLLM_VENV := .venv-vllm
 VLLM_BIN := $(VLLM_VENV)/bin
 VLLM_STAMP := $(VLLM_VENV)/.installed
+
+# What bench/gpu_check.sh needs on a GPU machine without an index or redis-server
+# (bench/gpu_bundle.sh); built into build/, which git ignores.
+BUNDLE := build/gpu-bundle
+BUNDLE_STAMP := $(BUNDLE)/bin/redis-server
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,10 +32,15 @@ $(VLLM_STAMP): pyproject.toml constraints-vllm.txt
 	$(VLLM_BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $(VLLM_STAMP)
 
+$(BUNDLE_STAMP): bench/gpu_bundle.sh pyproject.toml $(STAMP)
+	PYTHON=$(BIN)/python bash bench/gpu_bundle.sh $(BUNDLE)
+
+gpu-bundle: $(BUNDLE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python -m fabric_worker.demo
 
-test: $(STAMP)
+test: $(STAMP) $(BUNDLE_STAMP)
 	@command -v redis-server >/dev/null || { echo "redis-server is needed by the integration tests: sudo apt-get install -y redis-server"; exit 1; }
 	$(BIN)/python -m pytest -q
 	$(MAKE) --no-print-directory test-vllm
