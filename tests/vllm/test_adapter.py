@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 from engines.contract import EngineOutput, EngineRequest, FinishReason
+from engines.manifest import Manifest
 from engines.vllm.engine import VllmEngine
 from tests.vllm.conftest import VOCAB
 from tests.vllm.host import EngineHost
@@ -17,22 +18,22 @@ from tests.vllm.host import EngineHost
 POLL_S = 1.0
 
 
+def run_on(engine: VllmEngine, requests: list[EngineRequest]) -> dict[int, EngineOutput]:
+    """Submit, then poll until every request came back (once). On the engine's thread."""
+    engine.submit(requests)
+    outputs: dict[int, EngineOutput] = {}
+    for _ in range(10_000):
+        if len(outputs) == len(requests):
+            break
+        for output in engine.poll(POLL_S):
+            assert output.request_id not in outputs, f"{output.request_id} came back twice"
+            outputs[output.request_id] = output
+    assert engine.stats().extra["num_unfinished"] == 0
+    return outputs
+
+
 def run(host: EngineHost, requests: list[EngineRequest]) -> dict[int, EngineOutput]:
-    """Submit, then poll until every request came back (once)."""
-
-    def serve(engine: VllmEngine) -> dict[int, EngineOutput]:
-        engine.submit(requests)
-        outputs: dict[int, EngineOutput] = {}
-        for _ in range(10_000):
-            if len(outputs) == len(requests):
-                break
-            for output in engine.poll(POLL_S):
-                assert output.request_id not in outputs, f"{output.request_id} came back twice"
-                outputs[output.request_id] = output
-        assert engine.stats().extra["num_unfinished"] == 0
-        return outputs
-
-    return host.call(serve)
+    return host.call(lambda engine: run_on(engine, requests))
 
 
 def prompt(seed: int, length: int) -> list[int]:
@@ -148,6 +149,12 @@ def test_prefix_hits_come_from_each_request(host: EngineHost) -> None:
     misses = after.prefix_miss_blocks - before.prefix_miss_blocks
     # the first computes its 3 blocks; the second finds all 3 cached
     assert (hits, misses) == (3, 3)
+    # Whole blocks of each prompt: ten 40-token prompts are one block each,
+    # not 400 tokens' worth (12 blocks) as a cumulative token counter gives.
+    run(host, [EngineRequest(62 + i, prompt(62 + i, 40), 1) for i in range(10)])
+    later = host.call(lambda engine: engine.stats())
+    assert later.prefix_hit_blocks - after.prefix_hit_blocks == 0
+    assert later.prefix_miss_blocks - after.prefix_miss_blocks == 10
 
 
 def test_a_duplicate_id_is_refused_and_the_first_kept(host: EngineHost) -> None:
@@ -162,3 +169,19 @@ def test_a_duplicate_id_is_refused_and_the_first_kept(host: EngineHost) -> None:
     reasons = [o.finish_reason for o in outputs]
     assert sorted(reasons) == sorted([FinishReason.LENGTH, FinishReason.ERROR])
     assert "duplicate request_id 70" in (outputs[reasons.index(FinishReason.ERROR)].error or "")
+
+
+def test_close_shuts_vllms_engine_core_down(manifest: Manifest) -> None:
+    """``LLMEngine`` has no shutdown and dropping it is not one: close() calls
+    ``engine_core.shutdown()``, after which vLLM's own finalizer is spent.
+
+    A second engine (the session's must stay up): started with the compile
+    cache the first one left, so in a fraction of the first start's time.
+    """
+    own = EngineHost(lambda: VllmEngine(manifest))
+    core = own.call(lambda engine: engine._engine.engine_core)
+    served = own.call(lambda engine: run_on(engine, [EngineRequest(1, [1, 2, 3], 2)]))
+    assert served[1].finish_reason is FinishReason.LENGTH
+    assert core._finalizer.alive  # vLLM would shut it down only when collected
+    own.close()
+    assert not core._finalizer.alive  # shut down now, while we still hold it
