@@ -6,12 +6,16 @@ it holding nothing.
 
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 from engines.contract import EngineOutput, EngineRequest, FinishReason
-from engines.manifest import Manifest
 from engines.vllm.engine import VllmEngine
+from tests.integration.fleet import ROOT
 from tests.vllm.conftest import VOCAB
 from tests.vllm.host import EngineHost
 
@@ -171,17 +175,21 @@ def test_a_duplicate_id_is_refused_and_the_first_kept(host: EngineHost) -> None:
     assert "duplicate request_id 70" in (outputs[reasons.index(FinishReason.ERROR)].error or "")
 
 
-def test_close_shuts_vllms_engine_core_down(manifest: Manifest) -> None:
+def test_close_shuts_vllms_engine_core_down(manifest_path: Path) -> None:
     """``LLMEngine`` has no shutdown and dropping it is not one: close() calls
     ``engine_core.shutdown()``, after which vLLM's own finalizer is spent.
 
-    A second engine (the session's must stay up): started with the compile
-    cache the first one left, so in a fraction of the first start's time.
+    In a process of its own: an in-process engine core's shutdown tears down
+    process-wide state (torch.distributed) that the session's engine uses.
     """
-    own = EngineHost(lambda: VllmEngine(manifest))
-    core = own.call(lambda engine: engine._engine.engine_core)
-    served = own.call(lambda engine: run_on(engine, [EngineRequest(1, [1, 2, 3], 2)]))
-    assert served[1].finish_reason is FinishReason.LENGTH
-    assert core._finalizer.alive  # vLLM would shut it down only when collected
-    own.close()
-    assert not core._finalizer.alive  # shut down now, while we still hold it
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.vllm.close_check", str(manifest_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report == {"served": "length", "alive_before_close": True, "alive_after_close": False}
