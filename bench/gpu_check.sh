@@ -5,11 +5,12 @@
 #   bash bench/gpu_check.sh                        # CUDA, 300M model, 512 trace jobs
 #   bash bench/gpu_check.sh --device cpu --size tiny --jobs 48 --max-new-tokens 16
 #
-# Needs: Python with torch and transformers; redis-server on PATH (or
-# REDIS_SERVER=/path/to/redis-server); the fabric's own light dependencies
-# (redis, orjson, click, tenacity), importable from the environment or from a
-# folder named by FABRIC_DEPS (pip install --target DIR redis orjson click tenacity).
-# Nothing is downloaded.
+# Needs: Python with torch and transformers, and nothing else when the tree
+# carries build/gpu-bundle (make gpu-bundle): its redis-server is used, and its
+# wheels are installed offline when the fabric's light dependencies (redis,
+# orjson, click, tenacity) are missing. Without the bundle: redis-server on
+# PATH (or REDIS_SERVER=/path/to/redis-server), and those dependencies
+# importable or in a folder named by FABRIC_DEPS. Nothing is downloaded.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -28,6 +29,10 @@ if [[ -z "$py" ]]; then
   exit 1
 fi
 
+BUNDLE="${GPU_BUNDLE:-$ROOT/build/gpu-bundle}"
+if [[ -z "${REDIS_SERVER:-}" && -x "$BUNDLE/bin/redis-server" ]]; then
+  REDIS_SERVER="$BUNDLE/bin/redis-server"
+fi
 if [[ -n "${REDIS_SERVER:-}" ]]; then
   if [[ ! -x "$REDIS_SERVER" ]]; then
     echo "gpu_check: REDIS_SERVER=$REDIS_SERVER is not an executable file" >&2
@@ -46,6 +51,16 @@ export PYTHONPATH="$ROOT${FABRIC_DEPS:+:$FABRIC_DEPS}${PYTHONPATH:+:$PYTHONPATH}
 if ! "$py" -c "import torch, transformers" 2>/dev/null; then
   echo "gpu_check: $py cannot import torch and transformers" >&2
   exit 1
+fi
+if [[ -z "${FABRIC_DEPS:-}" && -d "$BUNDLE/wheels" ]] \
+    && ! "$py" -c "import redis, orjson, click, tenacity" 2>/dev/null; then
+  FABRIC_DEPS="$BUNDLE/site-$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+  if [[ ! -d "$FABRIC_DEPS" ]]; then
+    "$py" -m pip install --quiet --no-index --find-links "$BUNDLE/wheels" --target "$FABRIC_DEPS.partial" \
+      "redis[hiredis]" orjson click tenacity prometheus-client rich
+    mv "$FABRIC_DEPS.partial" "$FABRIC_DEPS"
+  fi
+  export PYTHONPATH="$PYTHONPATH:$FABRIC_DEPS"
 fi
 if ! "$py" -c "import redis, orjson, click, tenacity" 2>/dev/null; then
   echo "gpu_check: $py cannot import redis, orjson, click and tenacity; install them or set" \

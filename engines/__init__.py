@@ -12,7 +12,8 @@ package pulls in no GPU library.
 
 from engines.clock import Clock, VirtualClock, WallClock
 from engines.manifest import Manifest, ManifestError, load_manifest, parse_manifest
-from engines.registry import EngineUnavailableError, create_engine, engine_names
+from engines.names import engine_names
+from engines.registry import EngineUnavailableError, create_engine
 
 __all__ = [
     "Clock",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.contract import Capacity
-from engines.registry import engine_names
+from engines.names import engine_names
 
 DTYPES = ("float32", "float16", "bfloat16", "fp8")
 MANIFEST_DIR = Path(__file__).parent / "manifests"

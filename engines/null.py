@@ -9,66 +9,33 @@ drain. Bad requests fail exactly as in ``sim``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
 
-from engines.contract import (
-    Capacity,
-    EngineFatalError,
-    EngineOutput,
-    EngineRequest,
-    EngineStats,
-    FinishReason,
-    ThreadOwner,
-)
+from engines.base import EngineBase
+from engines.contract import EngineOutput, EngineRequest, EngineStats, FinishReason
 from engines.manifest import Manifest, ManifestError
 from engines.sim.outputs import expected_output
-from engines.sim.sequence import request_problem
 
 
-class NullEngine:
+class NullEngine(EngineBase):
     """The zero-cost :class:`~engines.contract.Engine`. Its manifest's device is ``cpu``."""
+
+    name = "null"
 
     def __init__(self, manifest: Manifest) -> None:
         if manifest.device != "cpu":
             raise ManifestError(
                 None, "device", f"{manifest.device!r}: the null engine runs on 'cpu' only"
             )
-        self._owner = ThreadOwner()
-        self._capacity = manifest.capacity()
-        self._stats = EngineStats()
+        super().__init__(manifest)
         self._pending: dict[int, EngineRequest] = {}  # submitted, not yet polled
-        self._ready: list[EngineOutput] = []  # errors and cancellations
-        self._is_closed = False
-
-    @property
-    def capacity(self) -> Capacity:
-        self._owner.check()
-        return self._capacity
-
-    def submit(self, requests: Sequence[EngineRequest]) -> None:
-        """Accept requests; each finishes on the next poll (bad ones as ERROR)."""
-        self._owner.check()
-        self._check_open()
-        for request in requests:
-            if request.request_id in self._pending:
-                problem: str | None = (
-                    f"duplicate request_id {request.request_id}: the engine already holds it"
-                )
-            else:
-                problem = request_problem(request, self._capacity)
-            if problem is None:
-                self._pending[request.request_id] = request
-            else:
-                self._ready.append(
-                    EngineOutput(request.request_id, [], FinishReason.ERROR, f"null: {problem}")
-                )
 
     def poll(self, timeout_s: float) -> list[EngineOutput]:
         """Finish everything submitted; never waits."""
         self._owner.check()
         self._check_open()
-        outputs, self._ready = self._ready, []
+        outputs = self._take_ready()
         if self._pending:
             self._stats.num_steps += 1
         for request in self._pending.values():
@@ -92,13 +59,11 @@ class NullEngine:
         self._owner.check()
         return replace(self._stats, extra={})
 
-    def close(self) -> None:
-        """Drop everything. Idempotent."""
-        self._owner.check()
-        self._is_closed = True
-        self._pending.clear()
-        self._ready.clear()
+    def _holds(self, request_id: int) -> bool:
+        return request_id in self._pending
 
-    def _check_open(self) -> None:
-        if self._is_closed:
-            raise EngineFatalError("null: engine is closed")
+    def _start(self, request: EngineRequest) -> None:
+        self._pending[request.request_id] = request
+
+    def _release(self) -> None:
+        self._pending.clear()

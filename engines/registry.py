@@ -10,18 +10,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from engines.checkpoint import check_fleet_vocab
+from engines.names import ENGINES as _ENGINES
+from engines.names import engine_names
+
 if TYPE_CHECKING:
     from engines.contract import Engine
     from engines.manifest import Manifest
 
-# name -> "module:Class". Every class is constructed as ``Class(manifest, **options)``.
-_ENGINES: dict[str, str] = {
-    "sim": "engines.sim:SimEngine",
-    "null": "engines.null:NullEngine",
-    "hf": "engines.hf:HfEngine",
-    "trtllm": "engines.trtllm:TrtllmEngine",
-    "vllm": "engines.vllm:VllmEngine",
-}
+# Engines that serve a model with a vocabulary of its own: a fleet with a
+# larger vocab_size is refused before the engine is built.
+_CHECKPOINT_ENGINES = frozenset({"hf", "trtllm", "vllm"})
 
 # name -> the optional-dependency group of pyproject.toml that brings its libraries.
 _EXTRAS: dict[str, str] = {"hf": "hf", "trtllm": "trtllm", "vllm": "vllm"}
@@ -29,11 +28,6 @@ _EXTRAS: dict[str, str] = {"hf": "hf", "trtllm": "trtllm", "vllm": "vllm"}
 
 class EngineUnavailableError(ImportError):
     """An engine is registered but cannot be imported here (a missing extra)."""
-
-
-def engine_names() -> list[str]:
-    """The registered engine names, sorted."""
-    return sorted(_ENGINES)
 
 
 def engine_class(name: str) -> type[Any]:
@@ -61,13 +55,20 @@ def engine_class(name: str) -> type[Any]:
     return cls
 
 
-def create_engine(manifest: Manifest, **options: Any) -> Engine:
+def create_engine(
+    manifest: Manifest, *, fleet_vocab_size: int | None = None, **options: Any
+) -> Engine:
     """Build the engine named by ``manifest.backend``.
 
     ``options`` go to the engine's constructor unchanged (for ``sim``:
-    ``clock``, ``batching``, ``faults``). Engine-specific manifest checks
-    (device present, model known) raise :class:`~engines.manifest.ManifestError`.
+    ``clock``, ``batching``, ``faults``). For the engines that load a model,
+    a ``fleet_vocab_size`` larger than the model's is refused first
+    (:func:`~engines.checkpoint.check_fleet_vocab`). Engine-specific manifest
+    checks (device present, model known) raise
+    :class:`~engines.manifest.ManifestError`.
     """
+    if manifest.backend in _CHECKPOINT_ENGINES:
+        check_fleet_vocab(manifest, fleet_vocab_size)
     engine: Engine = engine_class(manifest.backend)(manifest, **options)
     return engine
 

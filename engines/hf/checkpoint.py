@@ -26,6 +26,9 @@ class ModelSize:
     num_heads: int
     num_kv_heads: int
     max_position_embeddings: int
+    # Multiplies the output layer after the seeded init. Random weights give
+    # nearly flat logits; a larger scale spreads them (see SIZES["tiny128"]).
+    output_scale: float = 1.0
 
     def num_parameters(self, vocab_size: int) -> int:
         """Weights of LlamaForCausalLM at this size: untied embeddings and lm_head,
@@ -41,6 +44,12 @@ class ModelSize:
 SIZES: dict[str, ModelSize] = {
     # tests on a CPU: a forward pass of a few rows takes about a millisecond
     "tiny": ModelSize(64, 192, 2, 4, 2, 4096),
+    # vLLM's CPU build: its attention needs head_dim >= 32 (tiny's 16 fails with
+    # "Unsupported CPU attention configuration"). Used with --vocab-size 1024.
+    # The output layer is scaled so that greedy choices are far apart compared
+    # with the float noise of different batchings, in logit units; the tests
+    # that compare batched runs token for token also measure the margin.
+    "tiny128": ModelSize(128, 384, 2, 4, 2, 4096, output_scale=16.0),
     # CPU benchmarks and GPU contract tests: head_dim 64, which GPU attention
     # kernels support (tiny's 16 is for CPU only)
     "small": ModelSize(512, 1536, 4, 8, 4, 8192),
@@ -77,6 +86,9 @@ def build_checkpoint(out: Path, *, size: str, seed: int, vocab_size: int) -> int
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
+    if shape.output_scale != 1.0:
+        with torch.no_grad():
+            model.lm_head.weight.mul_(shape.output_scale)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out))
     return sum(p.numel() for p in model.parameters())

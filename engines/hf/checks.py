@@ -6,12 +6,12 @@ so the worker exits 2 before it claims any work.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from engines.checkpoint import check_max_positions, checkpoint_vocab_size, model_dir, visible
 from engines.manifest import Manifest, ManifestError
 
 # manifest dtype -> the torch dtype's attribute name
@@ -56,7 +56,7 @@ def resolve_device(device: str, gpu_names: Sequence[str]) -> str:
         index = int(match.group(1) or 0)
         if index >= len(gpu_names):
             raise ManifestError(
-                None, "device", f"{device!r}: {_visible(gpu_names)}, so there is no GPU {index}"
+                None, "device", f"{device!r}: {visible(gpu_names)}, so there is no GPU {index}"
             )
         return f"cuda:{index}"
     if device in gpu_names:
@@ -64,7 +64,7 @@ def resolve_device(device: str, gpu_names: Sequence[str]) -> str:
     raise ManifestError(
         None,
         "device",
-        f"{device!r} is not 'cpu', 'cuda[:N]' or the name of a visible GPU ({_visible(gpu_names)})",
+        f"{device!r} is not 'cpu', 'cuda[:N]' or the name of a visible GPU ({visible(gpu_names)})",
     )
 
 
@@ -74,30 +74,10 @@ def check_model_dir(model: str) -> Path:
     A relative path is taken from the working directory. Nothing is ever
     downloaded: a hub name is refused here like any missing path.
     """
-    path = Path(model).expanduser()
-    if not path.is_dir():
-        raise ManifestError(
-            None,
-            "model",
-            f"{model!r} is not a local checkpoint directory (the hf engine downloads nothing; "
-            "build one with: fabric engine make-model --out DIR)",
-        )
-    if not (path / "config.json").is_file():
-        raise ManifestError(None, "model", f"{model!r} has no config.json")
-    return path
-
-
-def read_model_config(path: Path) -> dict[str, Any]:
-    """The checkpoint's config.json as a dict."""
-    try:
-        data = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(
-            None, "model", f"{str(path)!r}: cannot read config.json: {exc}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ManifestError(None, "model", f"{str(path)!r}: config.json is not an object")
-    return data
+    return model_dir(
+        model,
+        "the hf engine downloads nothing; build one with: fabric engine make-model --out DIR",
+    )
 
 
 def check_against_checkpoint(manifest: Manifest, config: Mapping[str, Any]) -> None:
@@ -106,15 +86,9 @@ def check_against_checkpoint(manifest: Manifest, config: Mapping[str, Any]) -> N
     - ``max_seq_len`` must fit the model's ``max_position_embeddings``.
     - every layer must be full attention: the engine left-pads one shared
       KV cache, which a sliding-window layer would silently cut.
+    - the checkpoint states its ``vocab_size``.
     """
-    max_positions = config.get("max_position_embeddings")
-    if isinstance(max_positions, int) and manifest.max_seq_len > max_positions:
-        raise ManifestError(
-            None,
-            "max_seq_len",
-            f"{manifest.max_seq_len} exceeds the checkpoint's max_position_embeddings "
-            f"({max_positions})",
-        )
+    check_max_positions(manifest, config)
     layer_types = config.get("layer_types") or []
     other = sorted({t for t in layer_types if t != "full_attention"})
     if other or config.get("sliding_window") or config.get("use_sliding_window"):
@@ -124,12 +98,4 @@ def check_against_checkpoint(manifest: Manifest, config: Mapping[str, Any]) -> N
             f"{manifest.model!r}: the hf engine serves full-attention decoders only "
             f"(found {', '.join(other) or 'a sliding window'})",
         )
-    vocab_size = config.get("vocab_size")
-    if not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ManifestError(None, "model", f"{manifest.model!r}: config.json has no vocab_size")
-
-
-def _visible(gpu_names: Sequence[str]) -> str:
-    if not gpu_names:
-        return "no GPU is visible"
-    return "visible: " + ", ".join(f"{i}: {name}" for i, name in enumerate(gpu_names))
+    checkpoint_vocab_size(manifest, config)

@@ -16,83 +16,61 @@ the device synchronised.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
 import torch
 
-from engines.clock import Clock, WallClock
+from engines.base import EngineBase
+from engines.checkpoint import gpu_names, read_config
+from engines.clock import Clock
 from engines.contract import (
-    Capacity,
     EngineFatalError,
     EngineOutput,
     EngineRequest,
     EngineStats,
     FinishReason,
-    ThreadOwner,
 )
 from engines.hf.checks import (
     check_against_checkpoint,
     check_model_dir,
-    read_model_config,
     resolve_device,
     torch_dtype_name,
 )
 from engines.hf.runner import Runner, cache_length, load_model, select_rows, stack
 from engines.hf.scheduler import Row, Scheduler, cache_len_needed
 from engines.manifest import Manifest, ManifestError
-from engines.sim.sequence import request_problem
+from engines.requests import vocab_problem
 
 
-class HfEngine:
+class HfEngine(EngineBase):
     """A local transformers checkpoint, served with greedy decoding."""
+
+    name = "hf"
 
     def __init__(self, manifest: Manifest, *, clock: Clock | None = None) -> None:
         # Field order, as the manifest loader reports: model, dtype, max_seq_len, device.
         path = check_model_dir(manifest.model)
         dtype_name = torch_dtype_name(manifest.dtype)
-        check_against_checkpoint(manifest, read_model_config(path))
-        device = resolve_device(manifest.device, _gpu_names())
+        config = read_config(path)
+        check_against_checkpoint(manifest, config)
+        device = resolve_device(manifest.device, gpu_names())
         try:
             model = load_model(path, dtype_name, device)
         except (OSError, ValueError) as exc:
             raise ManifestError(None, "model", f"{manifest.model!r}: cannot load: {exc}") from exc
-        self._owner = ThreadOwner()
-        self._capacity = manifest.capacity()
-        self._clock: Clock = clock if clock is not None else WallClock()
+        super().__init__(manifest, clock=clock)
         self._runner = Runner(model)
         self._scheduler = Scheduler(self._capacity)
-        self._stats = EngineStats()
         self._rows: list[Row] = []  # in cache row order
         self._cache: Any = None  # DynamicCache of self._rows, or None when no row runs
-        self._ready: list[EngineOutput] = []  # finished, not yet returned by poll()
         self._held: set[int] = set()  # ids waiting, running, or in _ready
         self._fatal: str | None = None
-        self._is_closed = False
 
     @property
     def device(self) -> str:
         return str(self._runner.device)
-
-    @property
-    def capacity(self) -> Capacity:
-        self._owner.check()
-        return self._capacity
-
-    def submit(self, requests: Sequence[EngineRequest]) -> None:
-        """Queue requests; bad ones come back from the next poll() as ERROR."""
-        self._owner.check()
-        self._check_open()
-        for request in requests:
-            problem = self._problem(request)
-            if problem is not None:
-                self._ready.append(
-                    EngineOutput(request.request_id, [], FinishReason.ERROR, f"hf: {problem}")
-                )
-                continue
-            self._scheduler.add(request)
-            self._held.add(request.request_id)
 
     def poll(self, timeout_s: float) -> list[EngineOutput]:
         """Run forward passes until a request finishes or ``timeout_s`` passed.
@@ -110,7 +88,7 @@ class HfEngine:
                 self._iterate()
                 if self._ready or not self._has_work() or self._clock.now_s() >= deadline_s:
                     break
-        outputs, self._ready = self._ready, []
+        outputs = self._take_ready()
         self._held.difference_update(o.request_id for o in outputs)
         return outputs
 
@@ -142,15 +120,22 @@ class HfEngine:
         }
         return replace(self._stats, extra=extra)
 
-    def close(self) -> None:
-        """Drop every request, the KV cache and the model. Idempotent."""
-        self._owner.check()
-        if self._is_closed:
-            return
-        self._is_closed = True
+    # --- EngineBase -----------------------------------------------------------------
+
+    def _holds(self, request_id: int) -> bool:
+        return request_id in self._held
+
+    def _extra_problem(self, request: EngineRequest) -> str | None:
+        return vocab_problem(request, self._runner.vocab_size)
+
+    def _start(self, request: EngineRequest) -> None:
+        self._scheduler.add(request)
+        self._held.add(request.request_id)
+
+    def _release(self) -> None:
+        """Drop every request, the KV cache and the model."""
         self._scheduler.clear()
         self._rows, self._cache = [], None
-        self._ready.clear()
         self._held.clear()
         self._runner.release()
         if self._runner.device.type == "cuda":
@@ -240,27 +225,3 @@ class HfEngine:
 
     def _has_work(self) -> bool:
         return bool(self._rows) or self._scheduler.num_waiting > 0
-
-    def _problem(self, request: EngineRequest) -> str | None:
-        request_id = request.request_id
-        if request_id in self._held:
-            return f"duplicate request_id {request_id}: the engine already holds it"
-        problem = request_problem(request, self._capacity)
-        if problem is None:
-            vocab_size = self._runner.vocab_size
-            if max(request.prompt) >= vocab_size or min(request.prompt) < 0:
-                problem = (
-                    f"prompt token out of the model's vocabulary 0..{vocab_size - 1} "
-                    f"(init the fleet with --vocab-size {vocab_size} or less)"
-                )
-        return problem
-
-    def _check_open(self) -> None:
-        if self._is_closed:
-            raise EngineFatalError("hf: engine is closed")
-
-
-def _gpu_names() -> list[str]:
-    if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

@@ -9,25 +9,19 @@ returns at once and only the clock's reading moves.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from engines.clock import Clock, WallClock
-from engines.contract import (
-    Capacity,
-    EngineFatalError,
-    EngineOutput,
-    EngineRequest,
-    EngineStats,
-    FinishReason,
-    ThreadOwner,
-)
+from engines.base import EngineBase
+from engines.clock import Clock
+from engines.contract import EngineFatalError, EngineOutput, EngineRequest, EngineStats
 from engines.manifest import Manifest, ManifestError
+from engines.requests import blocks_for
 from engines.sim.cost import CostModel
 from engines.sim.inflight import InflightBatcher
 from engines.sim.prefix_cache import PrefixCache, block_hashes
 from engines.sim.profiles import GPUS, MODELS
-from engines.sim.sequence import Batcher, SimSequence, blocks_for, request_problem
+from engines.sim.sequence import Batcher, SimSequence
 from engines.sim.static import StaticBatcher
 
 BATCHING_MODES = ("inflight", "static")
@@ -42,8 +36,10 @@ class SimFaults:
     hang_on_close_s: float | None = None  # close() blocks this long (clock time)
 
 
-class SimEngine:
+class SimEngine(EngineBase):
     """A GPU by cost model. See :mod:`engines.sim` for what it models."""
+
+    name = "sim"
 
     def __init__(
         self,
@@ -67,12 +63,9 @@ class SimEngine:
             )
         if batching not in BATCHING_MODES:
             raise ValueError(f"batching: {batching!r} is not one of {', '.join(BATCHING_MODES)}")
-        self._owner = ThreadOwner()
-        self._capacity = manifest.capacity()
-        self._clock: Clock = clock if clock is not None else WallClock()
+        super().__init__(manifest, clock=clock)
         self._faults = faults if faults is not None else SimFaults()
         self._cost = CostModel(GPUS[manifest.device], MODELS[manifest.model], manifest.dtype)
-        self._stats = EngineStats()
         self._cache = PrefixCache(manifest.kv_cache_tokens // manifest.kv_block_tokens)
         self._is_inflight = batching == "inflight"
         self._batcher: Batcher = (
@@ -81,29 +74,8 @@ class SimEngine:
             else StaticBatcher(self._capacity, self._stats)
         )
         self._active: set[int] = set()  # ids the batcher holds
-        self._ready: list[EngineOutput] = []  # finished, not yet returned by poll()
         self._ready_ids: set[int] = set()  # ids of held requests among _ready
         self._fatal: str | None = None
-        self._is_closed = False
-
-    @property
-    def capacity(self) -> Capacity:
-        self._owner.check()
-        return self._capacity
-
-    def submit(self, requests: Sequence[EngineRequest]) -> None:
-        """Queue requests; bad ones come back from the next poll() as ERROR."""
-        self._owner.check()
-        self._check_open()
-        for request in requests:
-            problem = self._problem(request)
-            if problem is not None:
-                self._ready.append(
-                    EngineOutput(request.request_id, [], FinishReason.ERROR, f"sim: {problem}")
-                )
-                continue
-            self._batcher.add(self._sequence(request))
-            self._active.add(request.request_id)
 
     def poll(self, timeout_s: float) -> list[EngineOutput]:
         """Run iterations until a request finishes or ``timeout_s`` of clock time passed.
@@ -122,9 +94,8 @@ class SimEngine:
                 self._run_iteration()
                 if self._ready or not self._active or self._clock.now_s() >= deadline_s:
                     break
-        outputs, self._ready = self._ready, []
         self._ready_ids.clear()
-        return outputs
+        return self._take_ready()
 
     def cancel(self, request_ids: Iterable[int]) -> None:
         """Abort requests; each comes back from the next poll() as CANCELLED."""
@@ -148,16 +119,11 @@ class SimEngine:
         }
         return replace(self._stats, extra=extra)
 
-    def close(self) -> None:
-        """Drop every request. Idempotent; may hang if a fault says so."""
-        self._owner.check()
-        if self._is_closed:
-            return
-        self._is_closed = True
+    def _release(self) -> None:
+        """Drop every request; may hang if a fault says so."""
         if self._faults.hang_on_close_s is not None:
             self._clock.sleep(self._faults.hang_on_close_s)
         self._active.clear()
-        self._ready.clear()
         self._ready_ids.clear()
 
     def _run_iteration(self) -> None:
@@ -180,15 +146,18 @@ class SimEngine:
         self._ready_ids.add(output.request_id)
         self._ready.append(output)
 
-    def _problem(self, request: EngineRequest) -> str | None:
-        request_id = request.request_id
-        if request_id in self._active or request_id in self._ready_ids:
-            return f"duplicate request_id {request_id}: the engine already holds it"
-        problem = request_problem(request, self._capacity)
+    def _holds(self, request_id: int) -> bool:
+        return request_id in self._active or request_id in self._ready_ids
+
+    def _extra_problem(self, request: EngineRequest) -> str | None:
         poison = self._faults.poison_token
-        if problem is None and poison is not None and poison in request.prompt:
-            problem = f"poison token {poison} in prompt"
-        return problem
+        if poison is not None and poison in request.prompt:
+            return f"poison token {poison} in prompt"
+        return None
+
+    def _start(self, request: EngineRequest) -> None:
+        self._batcher.add(self._sequence(request))
+        self._active.add(request.request_id)
 
     def _sequence(self, request: EngineRequest) -> SimSequence:
         block_tokens = self._capacity.kv_block_tokens
@@ -197,10 +166,6 @@ class SimEngine:
             num_blocks=blocks_for(len(request.prompt) + request.max_new_tokens, block_tokens),
             block_hashes=block_hashes(request.prompt, block_tokens) if self._is_inflight else [],
         )
-
-    def _check_open(self) -> None:
-        if self._is_closed:
-            raise EngineFatalError("sim: engine is closed")
 
 
 def _known(names: Iterable[str]) -> str:

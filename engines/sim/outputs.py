@@ -29,7 +29,6 @@ VOCAB_SIZE = 32000
 _LCG_MULTIPLIER = 1664525
 _LCG_INCREMENT = 1013904223
 _MASK_32 = (1 << 32) - 1
-MAX_TOKEN_ID = (1 << 32) - 1  # prompts are packed as uint32
 
 
 def prompt_seed(prompt: Sequence[int]) -> int:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from engines.contract import Capacity, EngineOutput, EngineRequest, FinishReason
+from engines.contract import EngineOutput, EngineRequest, FinishReason
 from engines.sim.cost import IterationWork
-from engines.sim.outputs import MAX_TOKEN_ID, expected_output
+from engines.sim.outputs import expected_output
 
 
 @dataclass(slots=True, eq=False)
@@ -59,37 +59,6 @@ class SimSequence:
             request = self.request
             self._expected = expected_output(request.prompt, request.max_new_tokens, request.end_id)
         return self._expected
-
-
-def blocks_for(num_tokens: int, block_tokens: int) -> int:
-    """KV blocks needed to hold ``num_tokens`` tokens."""
-    return -(-num_tokens // block_tokens)
-
-
-def request_problem(request: EngineRequest, capacity: Capacity) -> str | None:
-    """Why the engine cannot run this request, or None when it can.
-
-    A bad request is failed on its own (ERROR output) rather than raised:
-    one malformed job must not take the engine down.
-    """
-    prompt = request.prompt
-    if len(prompt) == 0:
-        return "empty prompt"
-    if request.max_new_tokens < 1:
-        return f"max_new_tokens {request.max_new_tokens} must be >= 1"
-    total = len(prompt) + request.max_new_tokens
-    if total > capacity.max_seq_len:
-        return (
-            f"prompt ({len(prompt)}) + max_new_tokens ({request.max_new_tokens}) = {total}"
-            f" exceeds max_seq_len ({capacity.max_seq_len})"
-        )
-    num_blocks = blocks_for(total, capacity.kv_block_tokens)
-    num_kv_blocks = capacity.kv_cache_tokens // capacity.kv_block_tokens
-    if num_blocks > num_kv_blocks:
-        return f"needs {num_blocks} KV blocks, the cache has {num_kv_blocks}"
-    if min(prompt) < 0 or max(prompt) > MAX_TOKEN_ID:
-        return f"prompt token out of range 0..{MAX_TOKEN_ID}"
-    return None
 
 
 class Batcher(Protocol):

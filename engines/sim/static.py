@@ -17,8 +17,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from engines.contract import Capacity, EngineOutput, EngineStats
+from engines.requests import blocks_for
 from engines.sim.cost import IterationWork
-from engines.sim.sequence import SimSequence, blocks_for
+from engines.sim.sequence import SimSequence
 
 
 @dataclass(slots=True, eq=False)

@@ -13,12 +13,12 @@ check: its ``max_position_embeddings``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from engines import checkpoint
 from engines.manifest import Manifest, ManifestError
 
 # manifest dtype -> pretrained_config.dtype of an unquantized engine
@@ -32,27 +32,9 @@ class ArtifactKind(StrEnum):
 
 def model_dir(manifest: Manifest) -> Path:
     """The local model directory; nothing is downloaded, so a hub name is refused."""
-    path = Path(manifest.model).expanduser()
-    if not (path / "config.json").is_file():
-        raise ManifestError(
-            None,
-            "model",
-            f"{manifest.model!r} is not a local directory with a config.json "
-            "(a built TensorRT-LLM engine directory or a Hugging Face checkpoint)",
-        )
-    return path
-
-
-def read_config(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(
-            None, "model", f"{str(path)!r}: cannot read config.json: {exc}"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ManifestError(None, "model", f"{str(path)!r}: config.json is not an object")
-    return data
+    return checkpoint.model_dir(
+        manifest.model, "a built TensorRT-LLM engine directory or a Hugging Face checkpoint"
+    )
 
 
 def artifact_kind(config: Mapping[str, Any]) -> ArtifactKind:
@@ -93,40 +75,11 @@ def check_engine_dir(
             raise ManifestError(
                 None, field, f"{wanted} exceeds the engine's build_config.{key} ({built})"
             )
-    plugin = build.get("plugin_config") or {}
-    tokens_per_block = plugin.get("tokens_per_block")
+    tokens_per_block = (build.get("plugin_config") or {}).get("tokens_per_block")
     if isinstance(tokens_per_block, int) and tokens_per_block != manifest.kv_block_tokens:
-        raise ManifestError(
-            None,
-            "kv_block_tokens",
-            f"{manifest.kv_block_tokens} differs from the engine's "
-            f"plugin_config.tokens_per_block ({tokens_per_block})",
-        )
-
-
-def check_checkpoint(manifest: Manifest, config: Mapping[str, Any]) -> None:
-    """The LLM API path: the checkpoint must hold ``max_seq_len`` positions."""
-    max_positions = config.get("max_position_embeddings")
-    if isinstance(max_positions, int) and manifest.max_seq_len > max_positions:
-        raise ManifestError(
-            None,
-            "max_seq_len",
-            f"{manifest.max_seq_len} exceeds the checkpoint's max_position_embeddings "
-            f"({max_positions})",
-        )
-
-
-def check_device(device: str, gpu_names: Sequence[str]) -> None:
-    """The manifest names the GPU this worker sees (CUDA_VISIBLE_DEVICES picks one)."""
-    if not gpu_names:
-        raise ManifestError(None, "device", f"{device!r}: no GPU is visible")
-    if gpu_names[0] != device:
-        raise ManifestError(
-            None,
-            "device",
-            f"{device!r} is not the visible GPU ({gpu_names[0]!r}); name it as "
-            "torch.cuda.get_device_name(0) reports it",
-        )
+        built_as = f"the engine's plugin_config.tokens_per_block ({tokens_per_block})"
+        message = f"{manifest.kv_block_tokens} differs from {built_as}"
+        raise ManifestError(None, "kv_block_tokens", message)
 
 
 def _check_dtype(dtype: str, pretrained: Mapping[str, Any]) -> None:

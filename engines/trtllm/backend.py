@@ -16,6 +16,8 @@ class Finished:
     tokens: list[int]
     is_cancelled: bool = False
     error: str | None = None
+    finish_reason: str | None = None  # the engine's own word, where it gives one
+    cached_tokens: int | None = None  # prompt tokens served from the KV cache, where reported
 
 
 class Backend(Protocol):

@@ -2,51 +2,46 @@
 
 The contract's bookkeeping is here (validation, held ids, outputs, stats);
 a :class:`Backend` only starts, waits on and aborts requests. Stats: token
-counts are ours (what we submitted and got back); ``busy_s``, ``num_steps``
-and the prefix-cache blocks come from TensorRT-LLM's iteration stats
-(:func:`engines.trtllm.mapping.fold_iteration_stats`).
+counts are ours (what we submitted and got back); ``busy_s`` and
+``num_steps`` come from TensorRT-LLM's iteration stats
+(:func:`engines.trtllm.mapping.fold_iteration_stats`); prefix-cache blocks
+from each request's own ``cached_tokens`` where its output has them, else
+from the iteration stats' running totals.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import replace
 
-from engines.clock import Clock, WallClock
-from engines.contract import (
-    Capacity,
-    EngineFatalError,
-    EngineOutput,
-    EngineRequest,
-    EngineStats,
-    FinishReason,
-    ThreadOwner,
-)
-from engines.manifest import Manifest
-from engines.sim.sequence import request_problem
-from engines.trtllm.artifact import (
-    ArtifactKind,
-    artifact_kind,
-    check_checkpoint,
-    check_device,
-    check_engine_dir,
-    model_dir,
+from engines.base import EngineBase
+from engines.checkpoint import (
+    check_max_positions,
+    check_visible_gpu,
+    gpu_names,
     read_config,
 )
+from engines.clock import Clock
+from engines.contract import EngineFatalError, EngineOutput, EngineRequest, EngineStats
+from engines.manifest import Manifest
+from engines.requests import prefix_blocks
+from engines.trtllm.artifact import ArtifactKind, artifact_kind, check_engine_dir, model_dir
 from engines.trtllm.backend import Backend, Finished
 from engines.trtllm.mapping import (
     IterationTotals,
     apply_totals,
-    finished_output,
     fold_iteration_stats,
+    trtllm_output,
 )
 
 STATS_EVERY_S = 0.5  # how often poll() drains TensorRT-LLM's iteration stats
 
 
-class TrtllmEngine:
+class TrtllmEngine(EngineBase):
     """TensorRT-LLM on the one GPU this worker sees."""
+
+    name = "trtllm"
 
     def __init__(self, manifest: Manifest, *, clock: Clock | None = None) -> None:
         path = model_dir(manifest)
@@ -55,8 +50,8 @@ class TrtllmEngine:
         if kind is ArtifactKind.ENGINE_DIR:
             check_engine_dir(manifest, config, sorted(os.listdir(path)))
         else:
-            check_checkpoint(manifest, config)
-        check_device(manifest.device, _gpu_names())
+            check_max_positions(manifest, config)
+            check_visible_gpu(manifest.device, gpu_names())
         self._backend: Backend
         if kind is ArtifactKind.ENGINE_DIR:
             from engines.trtllm.executor import ExecutorBackend
@@ -66,38 +61,11 @@ class TrtllmEngine:
             from engines.trtllm.llm_api import LlmApiBackend
 
             self._backend = LlmApiBackend(path, manifest)
+        super().__init__(manifest, clock=clock)
         self.kind = kind
-        self._owner = ThreadOwner()
-        self._capacity = manifest.capacity()
-        self._clock: Clock = clock if clock is not None else WallClock()
-        self._stats = EngineStats()
         self._totals = IterationTotals()
         self._requests: dict[int, EngineRequest] = {}  # started, not finished
-        self._ready: list[EngineOutput] = []
         self._stats_at_s = self._clock.now_s()
-        self._is_closed = False
-
-    @property
-    def capacity(self) -> Capacity:
-        self._owner.check()
-        return self._capacity
-
-    def submit(self, requests: Sequence[EngineRequest]) -> None:
-        """Start requests in TensorRT-LLM; bad ones come back as ERROR."""
-        self._owner.check()
-        self._check_open()
-        for request in requests:
-            problem = request_problem(request, self._capacity)
-            if request.request_id in self._requests:
-                problem = f"duplicate request_id {request.request_id}: the engine already holds it"
-            if problem is not None:
-                self._ready.append(
-                    EngineOutput(request.request_id, [], FinishReason.ERROR, f"trtllm: {problem}")
-                )
-                continue
-            self._backend.start(request)
-            self._requests[request.request_id] = request
-            self._stats.prompt_tokens += len(request.prompt)
 
     def poll(self, timeout_s: float) -> list[EngineOutput]:
         """Outputs finished since the last poll; waits up to ``timeout_s`` for one."""
@@ -112,8 +80,7 @@ class TrtllmEngine:
                 self._finish(done)
         if self._clock.now_s() - self._stats_at_s >= STATS_EVERY_S:
             self._drain_stats()
-        outputs, self._ready = self._ready, []
-        return outputs
+        return self._take_ready()
 
     def cancel(self, request_ids: Iterable[int]) -> None:
         """Abort in TensorRT-LLM; the request comes back CANCELLED when it says so."""
@@ -131,24 +98,33 @@ class TrtllmEngine:
         }
         return replace(self._stats, extra=extra)
 
-    def close(self) -> None:
-        """Shut TensorRT-LLM down. Idempotent."""
-        self._owner.check()
-        if self._is_closed:
-            return
-        self._is_closed = True
+    # --- EngineBase -----------------------------------------------------------------
+
+    def _holds(self, request_id: int) -> bool:
+        return request_id in self._requests
+
+    def _start(self, request: EngineRequest) -> None:
+        self._backend.start(request)
+        self._requests[request.request_id] = request
+        self._stats.prompt_tokens += len(request.prompt)
+
+    def _release(self) -> None:
+        """Shut TensorRT-LLM down."""
         self._requests.clear()
-        self._ready.clear()
         self._backend.close()
 
     def _finish(self, done: Finished) -> None:
         request = self._requests.pop(done.request_id, None)
         if request is None:
             return  # not ours (or already reported)
-        if done.error is not None:
-            output = EngineOutput(done.request_id, [], FinishReason.ERROR, f"trtllm: {done.error}")
-        else:
-            output = finished_output(request, done.tokens, is_cancelled=done.is_cancelled)
+        output = trtllm_output(request, done)
+        if done.cached_tokens is not None:
+            self._totals.has_request_blocks = True
+            hits, misses = prefix_blocks(
+                len(request.prompt), done.cached_tokens, self._capacity.kv_block_tokens
+            )
+            self._stats.prefix_hit_blocks += hits
+            self._stats.prefix_miss_blocks += misses
         self._stats.generated_tokens += len(output.tokens)
         self._stats.computed_tokens += len(request.prompt) + len(output.tokens)
         self._ready.append(output)
@@ -157,15 +133,3 @@ class TrtllmEngine:
         self._stats_at_s = self._clock.now_s()
         fold_iteration_stats(self._totals, self._backend.iteration_stats())
         apply_totals(self._stats, self._totals)
-
-    def _check_open(self) -> None:
-        if self._is_closed:
-            raise EngineFatalError("trtllm: engine is closed")
-
-
-def _gpu_names() -> list[str]:
-    import torch  # TensorRT-LLM depends on torch
-
-    if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

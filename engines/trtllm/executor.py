@@ -1,8 +1,9 @@
 """The legacy path: ``tensorrt_llm.bindings.executor.Executor`` over a built engine directory.
 
-Upstream removed the C++ Executor binding and ``trtllm-build`` in 2026
-(docs/references.md), so this path runs only where the installed release still
-has them: :func:`executor_module` detects it and the engine refuses the
+TensorRT-LLM 1.2.x still ships ``bindings.executor.Executor``; it was removed
+later, on main (PR #16369, with ``trtllm-build`` and the TensorRT engine
+backend: docs/references.md), so this path runs only where the installed
+release still has it: :func:`executor_module` detects it and the engine refuses the
 manifest's ``model`` otherwise. The calls are the ones docs/references.md lists
 (``Executor(engine_dir, ModelType.DECODER_ONLY, ExecutorConfig(...))``,
 ``Request(...)``, ``enqueue_requests``, ``await_responses(timeout=timedelta)``,
@@ -45,7 +46,7 @@ class ExecutorBackend:
                 None,
                 "model",
                 f"{manifest.model!r} is a built engine directory, but this TensorRT-LLM has no "
-                "bindings.executor.Executor (removed upstream in 2026); point model at a "
+                "bindings.executor.Executor (removed after 1.2.x); point model at a "
                 "Hugging Face checkpoint to use the LLM API instead",
             )
         self._tle = tle

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from engines.contract import EngineOutput, EngineRequest, EngineStats, FinishReason
+from engines.requests import finished_output
+from engines.trtllm.backend import Finished
 
 NO_END_ID = -1
 """end_id for a job without one. Assumption: the LLM API needs an end_id when
@@ -65,35 +67,22 @@ def strip_prompt(tokens: list[int], prompt: Iterable[int]) -> list[int] | None:
     return tokens[len(prompt) :]
 
 
-def finished_output(
-    request: EngineRequest, tokens: list[int], *, is_cancelled: bool = False
-) -> EngineOutput:
-    """Our output for a request the engine reports done, in the contract's shape.
+def trtllm_output(request: EngineRequest, done: Finished) -> EngineOutput:
+    """Our output for a request TensorRT-LLM is done with.
 
-    The contract (engines.sim.outputs): STOP includes ``end_id`` as the last
-    token; LENGTH has exactly ``max_new_tokens``. Whether TensorRT-LLM or
-    vLLM keep the end token in their token ids is not stated in
-    docs/references.md, so both shapes are accepted: a sequence that ended early
-    without cancellation can only have stopped on ``end_id``, and gets it back.
+    ``finish_reason`` (LLM API, 1.2: stop, length, timeout, cancelled):
+    "timeout" is that request's ERROR (it ran past a time limit, its tokens
+    are not a result); "cancelled" is CANCELLED. Otherwise, and on the
+    Executor path that gives no reason, the tokens' shape decides
+    (:func:`engines.requests.finished_output`).
     """
     rid = request.request_id
-    if is_cancelled:
-        return EngineOutput(rid, tokens[: request.max_new_tokens], FinishReason.CANCELLED)
-    end_id = request.end_id
-    if end_id is not None and end_id in tokens[: request.max_new_tokens]:
-        cut = tokens.index(end_id) + 1
-        return EngineOutput(rid, tokens[:cut], FinishReason.STOP)
-    if len(tokens) >= request.max_new_tokens:
-        return EngineOutput(rid, tokens[: request.max_new_tokens], FinishReason.LENGTH)
-    if end_id is not None:
-        return EngineOutput(rid, [*tokens, end_id], FinishReason.STOP)
-    return EngineOutput(
-        rid,
-        tokens,
-        FinishReason.ERROR,
-        f"engine finished after {len(tokens)} of {request.max_new_tokens} tokens "
-        "with no end_id to stop on",
-    )
+    if done.error is not None:
+        return EngineOutput(rid, [], FinishReason.ERROR, f"trtllm: {done.error}")
+    if done.finish_reason == "timeout":
+        return EngineOutput(rid, done.tokens, FinishReason.ERROR, "trtllm: request timed out")
+    is_cancelled = done.is_cancelled or done.finish_reason == "cancelled"
+    return finished_output(request, done.tokens, is_cancelled=is_cancelled)
 
 
 @dataclass(slots=True)
@@ -105,6 +94,7 @@ class IterationTotals:
     reused_blocks: int = 0
     missed_blocks: int = 0
     num_active_requests: int = 0  # gauge: the latest iteration's
+    has_request_blocks: bool = False  # prefix blocks come from the requests' own figures
 
 
 def parse_iteration_stats(items: Iterable[Any]) -> list[dict[str, Any]]:
@@ -116,6 +106,8 @@ def parse_iteration_stats(items: Iterable[Any]) -> list[dict[str, Any]]:
     """
     parsed: list[dict[str, Any]] = []
     for item in items:
+        if item is None:  # what a stats queue yields when it had nothing
+            continue
         if isinstance(item, str | bytes):
             item = json.loads(item)
         if isinstance(item, Mapping):
@@ -129,8 +121,10 @@ def fold_iteration_stats(totals: IterationTotals, stats: Iterable[Mapping[str, A
     Keys are matched without case or underscores, so the Executor's
     ``iter_latency_ms``/``kv_cache_stats.reused_blocks`` (docs/references.md,
     legacy path) and the LLM API's camelCase (``iterLatencyMS``,
-    ``kvCacheStats.reusedBlocks``) both map. Assumption: the block counters
-    are per iteration (they are summed); docs/references.md does not say.
+    ``kvCacheStats.reusedBlocks``) both map. The block counters are running
+    totals (1.2: the KV cache manager's cumulative ``getNumReusedBlocks`` /
+    ``getNumMissedBlocks`` copied into every iteration): the latest wins,
+    they are never summed.
     """
     for iteration in stats:
         latency_ms = _find(iteration, "iterlatencyms")
@@ -143,16 +137,20 @@ def fold_iteration_stats(totals: IterationTotals, stats: Iterable[Mapping[str, A
         kv = _find(iteration, "kvcachestats")
         if isinstance(kv, Mapping):
             reused, missed = _find(kv, "reusedblocks"), _find(kv, "missedblocks")
-            totals.reused_blocks += int(reused) if isinstance(reused, int | float) else 0
-            totals.missed_blocks += int(missed) if isinstance(missed, int | float) else 0
+            if isinstance(reused, int | float):
+                totals.reused_blocks = int(reused)
+            if isinstance(missed, int | float):
+                totals.missed_blocks = int(missed)
 
 
 def apply_totals(stats: EngineStats, totals: IterationTotals) -> None:
-    """Copy the engine-side counters into our stats (ours: token counts)."""
+    """Copy the engine-side counters into our stats (ours: token counts, and the
+    prefix blocks when the requests reported their own cached tokens)."""
     stats.busy_s = totals.busy_s
     stats.num_steps = totals.num_steps
-    stats.prefix_hit_blocks = totals.reused_blocks
-    stats.prefix_miss_blocks = totals.missed_blocks
+    if not totals.has_request_blocks:
+        stats.prefix_hit_blocks = totals.reused_blocks
+        stats.prefix_miss_blocks = totals.missed_blocks
 
 
 def _find(mapping: Mapping[str, Any], normalized: str) -> Any:

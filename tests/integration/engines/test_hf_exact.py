@@ -202,6 +202,10 @@ def test_gpu_check_runs_its_cpu_path() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    # the tree's GPU bundle, when built (make test builds it), serves the Redis
+    bundled = ROOT / "build" / "gpu-bundle" / "bin" / "redis-server"
+    if bundled.is_file():
+        assert f"redis-server: {bundled}" in result.stdout
     lines = {line.split("  ")[0]: line for line in result.stdout.splitlines()}
     assert "fabric" in lines[""] and "direct" in lines[""]
     assert lines["jobs returned"].split()[-2:] == ["24", "24"]

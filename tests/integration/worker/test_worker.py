@@ -230,3 +230,34 @@ def test_bad_manifest_stops_the_worker_before_it_claims_anything(
     assert f"field '{field}'" in lines[0]
     for lane in LANES:
         assert client.xinfo_consumers(keys.jobs(lane), "workers") == []
+
+
+@pytest.mark.parametrize(
+    ("backend", "device"), [("hf", "cpu"), ("trtllm", "NVIDIA H200"), ("vllm", "cpu")]
+)
+def test_a_fleet_vocabulary_larger_than_the_models_stops_the_worker(
+    redis_server: RedisServer, keys: Keys, tmp_path: Path, backend: str, device: str
+) -> None:
+    """Jobs are checked against the fleet's vocab_size: a larger one than the
+    model's would let token ids reach the engine that the model has no row for."""
+    client = setup(redis_server, keys)  # the fleet's vocab_size is 32,000
+    FabricClient(client, keys.namespace).submit(ragged_jobs(5))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(
+        json.dumps({"vocab_size": 1024, "max_position_embeddings": 4096})
+    )
+    manifest = manifest_with(tmp_path, backend=backend, model=str(model), device=device)
+    worker = WorkerProcess(
+        redis_server.url, keys.namespace, tmp_path, manifest=str(manifest), name="refused"
+    )
+    try:
+        assert worker.wait(60) == 2
+    finally:
+        worker.stop()
+    lines = worker.log.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "field 'model'" in lines[0]
+    assert "vocab_size (32000)" in lines[0] and "vocab_size (1024)" in lines[0]
+    for lane in LANES:
+        assert client.xinfo_consumers(keys.jobs(lane), "workers") == []

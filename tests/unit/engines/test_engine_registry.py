@@ -10,8 +10,9 @@ import pytest
 
 from engines import registry
 from engines.manifest import MANIFEST_DIR, Manifest, load_manifest
+from engines.names import engine_names
 from engines.null import NullEngine
-from engines.registry import EngineUnavailableError, create_engine, engine_class, engine_names
+from engines.registry import EngineUnavailableError, create_engine, engine_class
 from engines.sim import SimEngine
 
 

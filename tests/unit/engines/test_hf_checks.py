@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from engines.checkpoint import read_config
 from engines.hf.checks import (
     check_against_checkpoint,
     check_model_dir,
-    read_model_config,
     resolve_device,
     torch_dtype_name,
 )
@@ -78,7 +78,7 @@ def test_model_must_be_a_local_checkpoint(tmp_path: Path) -> None:
     assert field_of(check_model_dir, str(tmp_path)) == "model"  # no config.json
     (tmp_path / "config.json").write_text("[1]")
     assert check_model_dir(str(tmp_path)) == tmp_path
-    assert field_of(read_model_config, tmp_path) == "model"
+    assert field_of(read_config, tmp_path) == "model"
 
 
 def test_manifest_is_checked_against_the_checkpoint(tmp_path: Path) -> None:
@@ -90,5 +90,5 @@ def test_manifest_is_checked_against_the_checkpoint(tmp_path: Path) -> None:
     mixed = {**config, "layer_types": ["full_attention", "sliding_attention"]}
     assert field_of(check_against_checkpoint, manifest(), mixed) == "model"
     (tmp_path / "config.json").write_text(json.dumps({"max_position_embeddings": 64}))
-    no_vocab = read_model_config(tmp_path)
+    no_vocab = read_config(tmp_path)
     assert field_of(check_against_checkpoint, manifest(max_seq_len=64), no_vocab) == "model"

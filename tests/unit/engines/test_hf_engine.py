@@ -19,8 +19,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from engines.contract import EngineOutput, EngineRequest, FinishReason
-from engines.hf import HfEngine
 from engines.hf.checkpoint import SIZES, build_checkpoint
+from engines.hf.engine import HfEngine
 from engines.manifest import MANIFEST_DIR, Manifest, ManifestError, load_manifest, parse_manifest
 from engines.registry import create_engine
 from fabric_worker.cli import cli

@@ -14,7 +14,8 @@ from engines.sim import expected_output
 
 SHIPPED = sorted(p for p in MANIFEST_DIR.iterdir() if p.suffix in (".json", ".toml"))
 # hf needs a checkpoint on disk (tests/integration/test_hf_exact.py builds one and
-# starts hf-tiny-cpu.json); trtllm and vllm need their packages and a GPU.
+# starts hf-tiny-cpu.json); trtllm and vllm need their packages (vllm-tiny-cpu.json
+# runs in tests/vllm/, in its own environment).
 RUNNABLE_ANYWHERE = [p for p in SHIPPED if load_manifest(p).backend in ("sim", "null")]
 
 
@@ -27,6 +28,7 @@ def test_the_shipped_manifests() -> None:
         "sim-small.json",
         "trtllm-llama-3.1-8b-fp8-h200.json",
         "vllm-llama-3.1-8b-h200.json",
+        "vllm-tiny-cpu.json",
     ]
 
 

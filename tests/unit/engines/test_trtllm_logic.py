@@ -17,27 +17,28 @@ from typing import Any
 
 import pytest
 
+from engines.checkpoint import check_max_positions, check_visible_gpu
 from engines.contract import EngineRequest, EngineStats, FinishReason
 from engines.manifest import MANIFEST_DIR, Manifest, ManifestError, load_manifest
 from engines.registry import create_engine
+from engines.requests import finished_output
 from engines.trtllm.artifact import (
     ArtifactKind,
     artifact_kind,
-    check_checkpoint,
-    check_device,
     check_engine_dir,
     model_dir,
 )
+from engines.trtllm.backend import Finished
 from engines.trtllm.mapping import (
     NO_END_ID,
     IterationTotals,
     apply_totals,
     executor_request_kwargs,
-    finished_output,
     fold_iteration_stats,
     parse_iteration_stats,
     sampling_kwargs,
     strip_prompt,
+    trtllm_output,
 )
 
 # An engine directory's config.json as docs/references.md describes it: Llama-3.1-8B
@@ -49,6 +50,7 @@ ENGINE_CONFIG: dict[str, Any] = {
         "dtype": "bfloat16",
         "quantization": {"quant_algo": "FP8", "kv_cache_quant_algo": "FP8"},
         "mapping": {"tp_size": 1, "pp_size": 1},
+        "vocab_size": 128256,
     },
     "build_config": {
         "max_batch_size": 2048,
@@ -145,14 +147,14 @@ def test_model_must_be_a_local_directory(shipped: Manifest, tmp_path: Path) -> N
 def test_checkpoint_and_device_checks(shipped: Manifest) -> None:
     hf_config = {"architectures": ["LlamaForCausalLM"], "max_position_embeddings": 131072}
     assert artifact_kind(hf_config) is ArtifactKind.HF_CHECKPOINT
-    check_checkpoint(shipped, hf_config)
+    check_max_positions(shipped, hf_config)
     with pytest.raises(ManifestError) as info:
-        check_checkpoint(shipped, {"max_position_embeddings": 8192})
+        check_max_positions(shipped, {"max_position_embeddings": 8192})
     assert info.value.field == "max_seq_len"
-    check_device("NVIDIA H200", ["NVIDIA H200"])
+    check_visible_gpu("NVIDIA H200", ["NVIDIA H200"])
     for names in ([], ["NVIDIA H100 80GB HBM3"]):
         with pytest.raises(ManifestError) as info:
-            check_device("NVIDIA H200", names)
+            check_visible_gpu("NVIDIA H200", names)
         assert info.value.field == "device"
 
 
@@ -168,6 +170,22 @@ def test_a_bad_manifest_is_refused_before_tensorrt_llm_is_imported(
     with pytest.raises(ManifestError) as info:
         create_engine(dataclasses.replace(shipped, model=str(tmp_path)))
     assert info.value.field == "max_batch_size"
+
+
+@pytest.mark.parametrize("kind", ["engine_dir", "checkpoint"])
+def test_a_fleet_vocabulary_larger_than_the_models_is_refused(
+    shipped: Manifest, tmp_path: Path, kind: str
+) -> None:
+    if kind == "engine_dir":
+        config: dict[str, Any] = ENGINE_CONFIG
+        (tmp_path / "rank0.engine").write_bytes(b"")
+    else:
+        config = {"max_position_embeddings": 131072, "vocab_size": 128256}
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ManifestError) as info:
+        create_engine(dataclasses.replace(shipped, model=str(tmp_path)), fleet_vocab_size=128257)
+    assert info.value.field == "model"
+    assert "128257" in str(info.value) and "128256" in str(info.value)
 
 
 @pytest.mark.skipif(
@@ -210,6 +228,17 @@ def test_outputs_take_the_contracts_shape() -> None:
     assert (cancelled.tokens, cancelled.finish_reason) == ([1, 2], FinishReason.CANCELLED)
     early = finished_output(EngineRequest(4, [1], 5), [1, 2])
     assert early.finish_reason is FinishReason.ERROR and early.error
+    # the LLM API's own finish reasons: timeout is the request's error
+    timed_out = trtllm_output(stop, Finished(1, [4], finish_reason="timeout"))
+    assert timed_out.finish_reason is FinishReason.ERROR and "timed out" in (timed_out.error or "")
+    told = trtllm_output(stop, Finished(1, [4], finish_reason="cancelled"))
+    assert told.finish_reason is FinishReason.CANCELLED
+    assert trtllm_output(stop, Finished(1, [4, 9], finish_reason="stop")).tokens == [4, 9]
+    failed = trtllm_output(stop, Finished(1, [], error="RequestError: boom"))
+    assert (failed.finish_reason, failed.error) == (
+        FinishReason.ERROR,
+        "trtllm: RequestError: boom",
+    )
     assert strip_prompt([7, 8, 1, 2], [7, 8]) == [1, 2]
     assert strip_prompt([1, 2], [7, 8]) is None
 
@@ -224,27 +253,40 @@ def test_iteration_stats_fold_into_ours() -> None:
                 "kvCacheStats": {"reusedBlocks": 4, "missedBlocks": 6, "cacheHitRate": 0.4},
             }
         ),
-        {"iter": 1, "iterLatencyMS": 7.5, "numActiveRequests": 2},
+        None,  # an empty stats queue's item
+        {
+            "iter": 1,
+            "iterLatencyMS": 7.5,
+            "numActiveRequests": 2,
+            "kvCacheStats": {"reusedBlocks": 5, "missedBlocks": 7},
+        },
     ]
     executor = [
         {
             "iter_latency_ms": 20.0,
             "num_active_requests": 1,
-            "kv_cache_stats": {"reused_blocks": 1, "missed_blocks": 2},
+            "kv_cache_stats": {"reused_blocks": 9, "missed_blocks": 8},
         }
     ]
     totals = IterationTotals()
     fold_iteration_stats(totals, parse_iteration_stats(llm_api))
     fold_iteration_stats(totals, parse_iteration_stats(executor))
+    # the block counters are running totals, copied into every iteration:
+    # the latest is the total, a sum would count old reuse again
     assert totals == IterationTotals(
-        busy_s=0.04, num_steps=3, reused_blocks=5, missed_blocks=8, num_active_requests=1
+        busy_s=0.04, num_steps=3, reused_blocks=9, missed_blocks=8, num_active_requests=1
     )
     stats = EngineStats(generated_tokens=11)
     apply_totals(stats, totals)
     assert (stats.busy_s, stats.num_steps, stats.prefix_hit_blocks, stats.prefix_miss_blocks) == (
         0.04,
         3,
-        5,
+        9,
         8,
     )
     assert stats.generated_tokens == 11
+    # a request's own cached_tokens, where outputs have it, take precedence
+    totals.has_request_blocks = True
+    mine = EngineStats(prefix_hit_blocks=2, prefix_miss_blocks=1)
+    apply_totals(mine, totals)
+    assert (mine.prefix_hit_blocks, mine.prefix_miss_blocks) == (2, 1)
