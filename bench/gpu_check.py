@@ -9,9 +9,12 @@ process it:
    submitted at once with their lanes, no queue (``direct``);
 4. runs the same jobs through the fabric: submitted to Redis, served by an
    in-process burst-mode Worker on a fresh engine (``fabric``);
-5. prints both side by side: output tokens/s, their ratio, and the GPU busy
+5. runs the same jobs through transformers' own greedy ``generate``, one job
+   at a time (``generate``: the reference for tokens, and the baseline a
+   user would write without any batching);
+6. prints the three side by side: output tokens/s, the ratios, the GPU busy
    fraction from the engine's ``busy_s`` and, where nvidia-smi exists, its
-   sampled utilisation.
+   sampled utilisation, and how many outputs are identical to ``generate``'s.
 
 Model loading is outside both timings: ``direct`` is timed from its first
 submit, ``fabric`` from the moment its engine is ready, each to its last
@@ -178,6 +181,47 @@ def run_direct(
     )
 
 
+def run_generate(manifest: Manifest, jobs: list[Job], sampler: UtilSampler) -> RunResult:
+    """Each job alone through the model's own greedy ``generate`` (no padding,
+    so its tokens are the reference the engine's must equal)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    device = "cpu" if manifest.device == "cpu" else "cuda"
+    model = AutoModelForCausalLM.from_pretrained(
+        manifest.model, dtype=getattr(torch, manifest.dtype)
+    ).to(device)
+    model.eval()
+
+    def one(job: Job) -> list[int]:
+        with torch.inference_mode():
+            prompt = torch.tensor([list(job.tokens)], device=device)
+            out = model.generate(
+                prompt,
+                attention_mask=torch.ones_like(prompt),
+                max_new_tokens=job.max_new_tokens,
+                min_new_tokens=job.max_new_tokens,  # the engines run to max_new_tokens too
+                do_sample=False,
+                pad_token_id=0,
+            )
+        tokens: list[int] = out[0, prompt.shape[1] :].tolist()
+        return tokens
+
+    one(Job(tokens=[1, 2, 3], max_new_tokens=4))  # warm-up outside the timing
+    started = time.monotonic()
+    tokens = {job.id or "": one(job) for job in jobs}
+    wall_s = time.monotonic() - started
+    return RunResult(
+        "generate",
+        wall_s,
+        sum(len(t) for t in tokens.values()),
+        0.0,
+        len(tokens),
+        sampler.mean(started, started + wall_s),
+        tokens,
+    )
+
+
 def run_fabric(
     url: str,
     manifest: Manifest,
@@ -232,30 +276,36 @@ def run_fabric(
     )
 
 
-def report(
-    direct: RunResult, fabric: RunResult, has_smi: bool, echo: Callable[[str], None]
-) -> None:
+def report(runs: list[RunResult], has_smi: bool, echo: Callable[[str], None]) -> None:
+    """One table: a column per run (fabric, direct, generate), then ratios and
+    how many outputs equal transformers' own generate."""
+
     def util(r: RunResult) -> str:
         if not has_smi:
             return "n/a (no nvidia-smi)"
         return "n/a (no samples)" if r.gpu_util is None else f"{r.gpu_util:.1f} %"
 
     rows = [
-        ("", "fabric", "direct"),
-        ("jobs returned", f"{fabric.num_outputs}", f"{direct.num_outputs}"),
-        ("output tokens", f"{fabric.generated_tokens}", f"{direct.generated_tokens}"),
-        ("wall s", f"{fabric.wall_s:.2f}", f"{direct.wall_s:.2f}"),
-        ("output tokens/s", f"{fabric.tokens_per_s:,.0f}", f"{direct.tokens_per_s:,.0f}"),
-        ("busy fraction (busy_s)", f"{fabric.busy_fraction:.3f}", f"{direct.busy_fraction:.3f}"),
-        ("nvidia-smi utilisation", util(fabric), util(direct)),
+        ("", *(r.name for r in runs)),
+        ("jobs returned", *(f"{r.num_outputs}" for r in runs)),
+        ("output tokens", *(f"{r.generated_tokens}" for r in runs)),
+        ("wall s", *(f"{r.wall_s:.2f}" for r in runs)),
+        ("output tokens/s", *(f"{r.tokens_per_s:,.0f}" for r in runs)),
+        ("busy fraction (busy_s)", *(f"{r.busy_fraction:.3f}" for r in runs)),
+        ("nvidia-smi utilisation", *(util(r) for r in runs)),
     ]
     width = max(len(r[0]) for r in rows)
-    for name, a, b in rows:
-        echo(f"{name.ljust(width)}  {a:>20}  {b:>20}")
-    ratio = fabric.tokens_per_s / direct.tokens_per_s if direct.tokens_per_s else 0.0
-    echo(f"{'fabric / direct'.ljust(width)}  {ratio:>20.3f}")
-    same = sum(1 for k, v in direct.tokens.items() if fabric.tokens.get(k) == v)
-    echo(f"{'identical outputs'.ljust(width)}  {same:>15} / {len(direct.tokens)}")
+    for name, *cells in rows:
+        echo(f"{name.ljust(width)}  " + "  ".join(f"{c:>20}" for c in cells))
+    fabric, *others = runs
+    for other in others:
+        ratio = fabric.tokens_per_s / other.tokens_per_s if other.tokens_per_s else 0.0
+        echo(f"{f'fabric / {other.name}'.ljust(width)}  {ratio:>20.3f}")
+    reference = runs[-1].tokens
+    for r in runs[:-1]:
+        same = sum(1 for k, v in reference.items() if r.tokens.get(k) == v)
+        label = f"{r.name} identical to {runs[-1].name}"
+        echo(f"{label.ljust(width)}  {same:>15} / {len(reference)}")
 
 
 @click.command()
@@ -277,7 +327,7 @@ def main(
     max_new_tokens: int,
     model_dir: Path | None,
 ) -> None:
-    """Fabric-fed vs direct tokens/s of the hf engine on one GPU (or the CPU)."""
+    """Fabric-fed vs direct vs transformers' generate on one GPU (or the CPU)."""
     import torch
     from transformers.utils import logging as hf_logging
 
@@ -326,9 +376,14 @@ def main(
         if not cpu:
             torch.cuda.empty_cache()
         fabric = run_fabric(server.url, manifest, jobs, lanes, max_seq_len, sampler)
+        gc.collect()
+        if not cpu:
+            torch.cuda.empty_cache()
+        generated = run_generate(manifest, jobs, sampler)
         echo("")
-        report(direct, fabric, sampler.is_available and not cpu, echo)
-        if fabric.num_outputs != len(jobs) or direct.num_outputs != len(jobs):
+        runs = [fabric, direct, generated]
+        report(runs, sampler.is_available and not cpu, echo)
+        if any(r.num_outputs != len(jobs) for r in runs):
             raise click.ClickException("not every job came back")
     finally:
         sampler.close()
