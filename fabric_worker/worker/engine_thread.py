@@ -5,12 +5,18 @@ hands over, steps it, and passes finished outputs to the drain. Nothing else
 calls the engine. Both hand-offs are bounded: the inbox by the engine's batch
 size (level 5), the outbox by a count of outputs (level 7); a full outbox
 blocks this thread, which is the signal that result writing is behind.
+
+Stats are snapshotted at most every ``stats_interval_s`` while the engine is
+busy, and once more whenever it runs dry: a snapshot after every poll costs
+an adapter-dependent call per engine step (vLLM steps take milliseconds on a
+CPU), while the readers (telemetry, progress lines) look a few times a second.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -18,6 +24,7 @@ from engines.contract import Capacity, Engine, EngineOutput, EngineRequest, Engi
 
 POLL_S = 0.002  # an engine with work returns as soon as anything finishes; this bounds a poll
 IDLE_WAIT_S = 0.05  # an idle engine thread sleeps on its inbox, woken by submit/cancel/stop
+STATS_INTERVAL_S = 0.5  # readers sample a few times a second; fresher snapshots are wasted
 
 
 class EngineThread:
@@ -30,8 +37,15 @@ class EngineThread:
         max_outbox: int = 4096,
         on_output: Callable[[], None] = lambda: None,
         name: str = "engine",
+        stats_interval_s: float = STATS_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if stats_interval_s < 0:
+            raise ValueError(f"stats_interval_s must be >= 0, got {stats_interval_s!r}")
         self._factory = factory
+        self._stats_interval_s = stats_interval_s
+        self._now_s = clock
+        self._stats_due_s: float | None = None  # None: snapshot at the next poll
         self._on_output = on_output
         self._cond = threading.Condition()
         self._inbox: deque[EngineRequest] = deque()
@@ -123,10 +137,17 @@ class EngineThread:
                 if outputs:
                     held.difference_update(o.request_id for o in outputs)
                     self._emit(outputs)
-                self.stats = engine.stats()
+                self._snapshot(engine, is_dry=not held)
             self.num_held = len(held)
             if stopping and not held:
                 return
+
+    def _snapshot(self, engine: Engine, *, is_dry: bool) -> None:
+        """Replace ``stats`` when the interval has passed or the engine ran dry."""
+        now_s = self._now_s()
+        if is_dry or self._stats_due_s is None or now_s >= self._stats_due_s:
+            self.stats = engine.stats()
+            self._stats_due_s = now_s + self._stats_interval_s
 
     def _emit(self, outputs: list[EngineOutput]) -> None:
         for output in outputs:
