@@ -41,6 +41,10 @@ class Capacity:
     kv_cache_tokens: int  # KV cache capacity, in tokens
     kv_block_tokens: int  # tokens per KV block (prefix-cache granularity)
     max_seq_len: int  # prompt + output of one sequence
+    # Whether a request holds KV for its lane boundary (static batching pads
+    # prompts to it) or only for its own prompt (in-flight batching, paged KV).
+    # Admission charges the lane boundary where it is True, the prompt where not.
+    pads_prompts: bool = True
 
 
 @dataclass(frozen=True, slots=True)

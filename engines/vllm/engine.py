@@ -63,6 +63,9 @@ class VllmEngine(EngineBase):
         check_max_positions(manifest, config)
         check_manifest(manifest, config, [] if manifest.device == "cpu" else gpu_names())
         super().__init__(manifest, clock=clock)
+        # In-flight batching over paged KV: a request holds blocks for its own
+        # tokens, never for its lane boundary.
+        self._capacity = replace(self._capacity, pads_prompts=False)
         self._vocab_size = checkpoint_vocab_size(manifest, config)
         os.environ[MULTIPROCESSING_ENV] = "1" if self.is_multiprocess else "0"
         from vllm import EngineArgs, LLMEngine, SamplingParams

@@ -1,7 +1,8 @@
-"""Token budget for admission: in-flight padded tokens under high/low-water hysteresis.
+"""Token budget for admission: in-flight tokens under high/low-water hysteresis.
 
-Admission counts tokens, not requests (DESIGN section 4). Every admitted job reserves its
-padded cost (lane boundary + max_new_tokens, the most KV it can ever hold) until it completes.
+Admission counts tokens, not requests (DESIGN section 4). Every admitted job reserves the
+most KV it can ever hold until it completes: its padded cost (lane boundary + max_new_tokens)
+on an engine that pads, its prompt + max_new_tokens on one that does not.
 The gate closes when the budget is full and reopens only once in-flight work has fallen below
 the low-water mark, so the engine is refilled in bursts of many jobs rather than one job per
 completion: bursts read from one lane keep batches shape-pure, amortise the ingress round trip,
@@ -66,6 +67,23 @@ class BudgetMarks:
         gap = max(max_num_tokens, high * _MIN_GAP_PERCENT // 100)
         gap = min(gap, high // 2)
         return cls(high_water_tokens=high, low_water_tokens=high - gap)
+
+
+def admission_cost(
+    *, lane: int, prompt_tokens: int, max_new_tokens: int, pads_prompts: bool
+) -> int:
+    """Tokens one job reserves in the budget: the most KV it can ever hold.
+
+    An engine that pads holds the lane boundary for the prompt; one that does
+    not (in-flight batching over paged KV) holds the prompt itself. Either way
+    the job may run to ``max_new_tokens``. Raises ValueError on a prompt
+    longer than its lane or a count below 1.
+    """
+    if not 1 <= prompt_tokens <= lane:
+        raise ValueError(f"prompt_tokens must be 1..lane ({lane}), got {prompt_tokens!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens!r}")
+    return (lane if pads_prompts else prompt_tokens) + max_new_tokens
 
 
 def _check_cost(cost_tokens: int) -> None:

@@ -88,6 +88,7 @@ class Dispatcher:
             max_deliveries=config.max_deliveries,
             max_seq_len=capacity.max_seq_len,
             max_cost_tokens=marks.high_water_tokens,
+            pads_prompts=capacity.pads_prompts,
         )
         self.reads = ReadPlanner(self.chooser, self.queue)
         self.is_admitting = True
@@ -132,10 +133,10 @@ class Dispatcher:
 
     def _enqueue(self, a: Accepted, now_s: float, now_unix: float) -> None:
         c, job = a.claimed, a.job
-        held = Held(c.lane, c.entry_id, job, a.cost_tokens, c.deliveries, now_unix)
+        held = Held(c.lane, c.entry_id, job, a.cost_tokens, c.deliveries, now_unix, a.budget_tokens)
         self.holdings.add(held)
         held.step(JobEvent.ENQUEUED)
-        self.queue.push(held, cls=job.prefix_class, cost_tokens=a.cost_tokens, now_s=now_s)
+        self.queue.push(held, cls=job.prefix_class, cost_tokens=a.budget_tokens, now_s=now_s)
         self.reads.observe(c.lane, job.max_new_tokens)
 
     def admit(self, now_s: float, *, engine_room: int) -> list[EngineRequest]:
@@ -174,7 +175,7 @@ class Dispatcher:
             held = self.holdings.finish(out.request_id)
             if held is None:
                 raise RuntimeError(f"engine returned unknown request {out.request_id}")
-            self.budget.release(held.cost_tokens)
+            self.budget.release(held.budget_tokens)
             if held.state is JobState.LOST:
                 self.counts.lease_lost += 1
             elif out.finish_reason is FinishReason.CANCELLED:

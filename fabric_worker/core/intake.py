@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from fabric_worker.core.admission import admission_cost
 from fabric_worker.wire.claims import Claimed, DeadLetter, HandBack
 from fabric_worker.wire.entries import EntryError, JobEntry, decode_job, peek_id
 from fabric_worker.wire.fleet_config import padded_cost
@@ -25,15 +26,18 @@ class Limits:
     max_deliveries: int
     max_seq_len: int  # the engine's, per sequence
     max_cost_tokens: int  # the budget's high water: a job above it never fits
+    pads_prompts: bool = True  # the engine's: whether a job holds its lane boundary
 
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """An entry to queue: its job and padded cost."""
+    """An entry to queue: its job, its padded cost (what the lane's backlog
+    holds for it) and what it reserves in this engine's budget."""
 
     claimed: Claimed
     job: JobEntry
     cost_tokens: int
+    budget_tokens: int
 
 
 Verdict = Accepted | DeadLetter | HandBack
@@ -56,18 +60,28 @@ def _unservable(c: Claimed, limits: Limits) -> tuple[str, JobEntry | None]:
     if len(job.tokens) > c.lane:
         return f"prompt of {len(job.tokens)} tokens does not belong in lane {c.lane}", None
     need = len(job.tokens) + job.max_new_tokens
-    cost = padded_cost(c.lane, job.max_new_tokens)
+    cost = _budget_tokens(c, job, limits)
     if need > limits.max_seq_len or cost > limits.max_cost_tokens:
         return (
-            f"job needs {need} tokens (padded {cost}); this engine holds at most "
+            f"job needs {need} tokens ({'padded' if limits.pads_prompts else 'reserves'} "
+            f"{cost}); this engine holds at most "
             f"{limits.max_seq_len} per sequence and {limits.max_cost_tokens} in flight"
         ), None
     return "", job
 
 
+def _budget_tokens(c: Claimed, job: JobEntry, limits: Limits) -> int:
+    return admission_cost(
+        lane=c.lane,
+        prompt_tokens=len(job.tokens),
+        max_new_tokens=job.max_new_tokens,
+        pads_prompts=limits.pads_prompts,
+    )
+
+
 def judge(c: Claimed, limits: Limits, *, can_queue: Callable[[int], bool]) -> Verdict:
-    """The verdict on one claimed entry; ``can_queue(cost)`` says whether the
-    read-ahead has room for a job of that cost.
+    """The verdict on one claimed entry; ``can_queue(tokens)`` says whether the
+    read-ahead has room for a job reserving that many budget tokens.
 
     Undecodable, out of lane, too big for this engine: dead-lettered with the
     reason (and the id, if its header gives one, but no cost: it was never
@@ -81,6 +95,7 @@ def judge(c: Claimed, limits: Limits, *, can_queue: Callable[[int], bool]) -> Ve
     if c.deliveries > limits.max_deliveries:
         reason = f"delivered {c.deliveries} times (max {limits.max_deliveries})"
         return _dead(c, reason, job_id=job.id, cost_tokens=cost)
-    if not can_queue(cost):
+    budget_tokens = _budget_tokens(c, job, limits)
+    if not can_queue(budget_tokens):
         return HandBack(c.lane, c.entry_id, job.id)
-    return Accepted(c, job, cost)
+    return Accepted(c, job, cost, budget_tokens)

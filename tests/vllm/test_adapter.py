@@ -45,6 +45,10 @@ def prompt(seed: int, length: int) -> list[int]:
     return [rng.randrange(VOCAB) for _ in range(length)]
 
 
+def test_vllm_says_it_does_not_pad_so_admission_charges_real_prompts(host: EngineHost) -> None:
+    assert host.call(lambda engine: engine.capacity).pads_prompts is False
+
+
 def test_a_job_stops_on_its_end_id_with_reason_stop(host: EngineHost) -> None:
     tokens = prompt(1, 40)
     free = run(host, [EngineRequest(1, tokens, 24)])[1]

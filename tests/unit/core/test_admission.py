@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric_worker.core.admission import BudgetMarks, TokenBudget
+from fabric_worker.core.admission import BudgetMarks, TokenBudget, admission_cost
 from fabric_worker.wire.fleet_config import padded_cost
 
 HIGH = 1000
@@ -266,3 +266,26 @@ def test_budget_never_exceeded_and_matches_reference_gate(
         assert budget.is_open or in_flight >= low
         assert budget.free_tokens == (high - in_flight if model_open else 0)
         assert budget.free_tokens >= 0
+
+
+@pytest.mark.parametrize(
+    ("pads_prompts", "expected"), [(True, 64 + 16), (False, 20 + 16)], ids=["pads", "ragged"]
+)
+def test_admission_cost_charges_the_lane_only_where_the_engine_pads(
+    pads_prompts: bool, expected: int
+) -> None:
+    cost = admission_cost(lane=64, prompt_tokens=20, max_new_tokens=16, pads_prompts=pads_prompts)
+    assert cost == expected
+
+
+@pytest.mark.parametrize(
+    ("prompt_tokens", "max_new_tokens", "field"),
+    [(0, 16, "prompt_tokens"), (65, 16, "prompt_tokens"), (20, 0, "max_new_tokens")],
+)
+def test_admission_cost_refuses_what_no_job_can_be(
+    prompt_tokens: int, max_new_tokens: int, field: str
+) -> None:
+    with pytest.raises(ValueError, match=field):
+        admission_cost(
+            lane=64, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens, pads_prompts=False
+        )

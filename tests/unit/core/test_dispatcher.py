@@ -4,6 +4,7 @@ the complete script's replies, lease loss and the graceful hand-back."""
 from __future__ import annotations
 
 from array import array
+from dataclasses import replace
 
 import pytest
 
@@ -196,3 +197,16 @@ def test_reclaim_asks_only_for_what_the_room_holds() -> None:
     d.accept([entry(n) for n in range(1, 9)], 0.0, 100.0)  # 800 of 900 queued
     assert d.reads.reclaim_count(128) is None
     assert d.reads.reclaim_count(64) is None  # 100 left, less than the estimate of 128
+
+
+def test_an_engine_that_does_not_pad_is_charged_its_prompt_and_the_backlog_its_padding() -> None:
+    d = Dispatcher(CONFIG, replace(CAPACITY, pads_prompts=False), DispatchPolicy(), consumer="w1")
+    # Prompts of 3 tokens + 36 new: 39 budget tokens each, 100 padded in the lane's backlog.
+    d.accept([entry(n) for n in range(1, 31)], 0.0, 100.0)
+    assert len(d.queue) == 23  # 23 * 39 = 897 of the 900-token read-ahead
+    requests = d.admit(0.0, engine_room=30)
+    assert len(requests) == 23 and d.budget.in_flight_tokens == 23 * 39
+    finished = d.finish([out(requests[0].request_id)], 101.0)
+    assert d.budget.in_flight_tokens == 22 * 39
+    [completion] = finished.completions
+    assert completion.cost_tokens == 100  # the submit script charged the backlog this much

@@ -87,3 +87,35 @@ def test_an_entry_delivered_too_often_is_dead_lettered_with_its_cost() -> None:
 def test_dead_letter_reasons_come_before_a_full_queue() -> None:
     verdict = judge(claimed([1], 8, deliveries=9), LIMITS, can_queue=lambda _c: False)
     assert isinstance(verdict, DeadLetter)
+
+
+NO_PADDING = Limits(
+    vocab_size=1000,
+    max_prompt_tokens=128,
+    max_deliveries=3,
+    max_seq_len=200,
+    max_cost_tokens=180,
+    pads_prompts=False,
+)
+
+
+def test_an_engine_that_does_not_pad_reserves_the_prompt_but_the_backlog_keeps_the_padding() -> (
+    None
+):
+    asked: list[int] = []
+
+    def room(cost: int) -> bool:
+        asked.append(cost)
+        return True
+
+    verdict = judge(claimed([1, 2, 3], 8), NO_PADDING, can_queue=room)
+    assert isinstance(verdict, Accepted)
+    assert (verdict.cost_tokens, verdict.budget_tokens) == (72, 11)
+    assert asked == [11]
+
+
+def test_without_padding_a_job_whose_padding_would_not_fit_is_served() -> None:
+    # Lane 64 + 120 new = 184 padded, over the 180 in flight; 1 + 120 = 121 is not.
+    assert isinstance(judge(claimed([1], 120, lane=64), LIMITS, can_queue=always), DeadLetter)
+    verdict = judge(claimed([1], 120, lane=64), NO_PADDING, can_queue=always)
+    assert isinstance(verdict, Accepted) and verdict.budget_tokens == 121
