@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-vllm lint bench bench-quick chaos chaos-failover gpu-bundle clean
+.PHONY: demo test test-unit test-vllm lint bench bench-quick bench-feed chaos chaos-failover gpu-bundle clean
 
 # vLLM's CPU build pins an older transformers than engines/hf, so its tests
 # get an environment of their own. PyPI's torchvision (and its siblings) fail
@@ -64,6 +64,10 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run_all --quick
+
+# The fabric feeding vLLM's CPU build vs the engine fed directly (bench/engine_feed.py).
+bench-feed: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m bench.engine_feed --quick
 
 chaos: $(STAMP)
 	$(BIN)/python -m bench.chaos --jobs 100000

@@ -14,8 +14,10 @@ It refills to the cap after every engine poll rather than waiting for a whole ba
 against the stronger one. It writes results and headers in the fabric's wire format so
 the same reader measures both.
 
-Run as ``python -m bench.naive --url ... --expect N``; prints ``READY`` and
-``RESULT {json}`` like bench.fabric_child.
+Run as ``python -m bench.naive --url ... --manifest M --expect N``; prints ``READY``
+and ``RESULT {json}`` like bench.fabric_child. Any manifest: ``sim`` ones get
+``--batching``, others are built by the engine registry. :func:`serve_engine`
+runs the loop on an engine the caller owns (bench.engine_feed shares one).
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ import json
 import time
 from array import array
 from dataclasses import asdict
+from typing import Any
 
 import orjson
 import redis
 
 from engines.clock import WallClock
-from engines.contract import EngineRequest
+from engines.contract import Engine, EngineRequest
 from engines.manifest import load_manifest
-from engines.sim import SimEngine
+from engines.registry import create_engine
 
 READ_COUNT = 32
 MAX_IN_FLIGHT = 32
@@ -49,11 +52,22 @@ def create_stream(client: redis.Redis) -> None:
 
 def serve(url: str, manifest_path: str, batching: str, expect: int) -> dict:
     client = redis.Redis.from_url(url)
-    engine = SimEngine(load_manifest(manifest_path), clock=WallClock(), batching=batching)
+    manifest = load_manifest(manifest_path)
+    options: dict[str, Any] = {}
+    if manifest.backend == "sim":
+        options = {"clock": WallClock(), "batching": batching}
+    engine = create_engine(manifest, **options)
+    print("READY", flush=True)
+    result = serve_engine(client, engine, expect)
+    engine.close()
+    return result
+
+
+def serve_engine(client: redis.Redis, engine: Engine, expect: int) -> dict:
+    """Serve ``expect`` jobs from STREAM with ``engine``; call on the engine's thread."""
     in_flight: dict[int, tuple[bytes, dict]] = {}
     next_id = 1
     num_done = 0
-    print("READY", flush=True)
     started = time.monotonic()
     while num_done < expect:
         room = MAX_IN_FLIGHT - len(in_flight)
@@ -100,7 +114,6 @@ def serve(url: str, manifest_path: str, batching: str, expect: int) -> dict:
         pipe.execute()
         num_done += len(outputs)
     serve_s = time.monotonic() - started
-    engine.close()
     return {"serve_s": serve_s, "engine": asdict(engine.stats()), "completed": num_done}
 
 

@@ -137,6 +137,15 @@ class VllmEngine(EngineBase):
             extra["num_unfinished"] = float(self._engine.get_num_unfinished_requests())
         return replace(self._stats, extra=extra)
 
+    def reset_prefix_cache(self) -> bool:
+        """Empty vLLM's prefix cache, so that a benchmark's contenders each start cold.
+
+        vLLM refuses (False) while requests are running.
+        """
+        self._owner.check()
+        self._check_open()
+        return bool(self._engine.reset_prefix_cache())
+
     # --- EngineBase -----------------------------------------------------------------
 
     def _holds(self, request_id: int) -> bool:

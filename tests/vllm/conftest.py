@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from engines.manifest import MANIFEST_DIR, Manifest, load_manifest
-from tests.conftest import keys, namespace, redis_client, redis_server
+from tests.conftest import keys, namespace, own_redis_server, redis_client, redis_server
 from tests.integration.harness import ROOT
 from tests.vllm.host import EngineHost
 
-__all__ = ["keys", "namespace", "redis_client", "redis_server"]
+__all__ = ["keys", "namespace", "own_redis_server", "redis_client", "redis_server"]
 
 VOCAB = 1024
 SEED = 0

@@ -1,0 +1,30 @@
+"""bench.engine_feed's smallest case on the session's engine: every contender
+serves the same jobs and gives the direct run's tokens back. No figures asserted."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench import engine_feed
+from fabric_worker.dev.redis_server import RedisServer
+from tests.vllm.host import EngineHost
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize("workload", ["ragged", "classes"])
+def test_every_contender_returns_the_direct_runs_tokens(
+    host: EngineHost, own_redis_server: RedisServer, workload: str
+) -> None:
+    # The session's engine (its host has the same call()), not a second start;
+    # a server of its own, since the bench empties it between contenders.
+    make = {
+        "ragged": lambda: engine_feed.ragged_jobs(8, 8),
+        "classes": lambda: engine_feed.class_jobs(1)[:8],
+    }
+    jobs = make[workload]()
+    rows = engine_feed.bench(host, own_redis_server.url, workload, jobs, rounds=1)
+    assert len(rows) == 3
+    for row in rows:
+        assert row["tokens_match"], row
+        assert row["jobs"] == len(jobs) and row["wall_s"] > 0
