@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-unit test-vllm lint bench bench-quick bench-feed chaos chaos-failover gpu-bundle clean
+.PHONY: demo demo-vllm test test-unit test-vllm lint bench bench-quick bench-feed chaos chaos-failover gpu-bundle clean
 
 # vLLM's CPU build pins an older transformers than engines/hf, so its tests
 # get an environment of their own. PyPI's torchvision (and its siblings) fail
@@ -39,6 +39,10 @@ gpu-bundle: $(BUNDLE_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/python -m fabric_worker.dev.demo
+
+# The fabric on vLLM's CPU build: class-shared jobs, fabric vs the engine fed directly.
+demo-vllm: $(VLLM_STAMP)
+	$(VLLM_BIN)/python -m bench.engine_feed --quick --workload classes
 
 test: $(STAMP) $(BUNDLE_STAMP)
 	@command -v redis-server >/dev/null || { echo "redis-server is needed by the integration tests: sudo apt-get install -y redis-server"; exit 1; }
