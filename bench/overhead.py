@@ -230,7 +230,7 @@ def micro() -> list[tuple[str, float]]:
 
     def hold_cycle() -> None:
         i = next(counter)
-        held = Held(LANE, b"%d-0" % i, entry, 384, 1, 0.0)
+        held = Held(LANE, b"%d-0" % i, entry, 384, 384, 1, 0.0)
         holdings.add(held)
         held.step(JobEvent.ENQUEUED)
         holdings.start(held, i)
@@ -259,7 +259,7 @@ def micro() -> list[tuple[str, float]]:
     )
     many = Holdings()
     for i in range(IN_FLIGHT):
-        many.add(Held(LANE, b"%d-0" % i, entry, 384, 1, 0.0))
+        many.add(Held(LANE, b"%d-0" % i, entry, 384, 384, 1, 0.0))
     rows.append(
         (
             f"lease: ids_by_lane over {IN_FLIGHT} held, per renewal (every lease/3)",

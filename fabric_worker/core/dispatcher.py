@@ -133,7 +133,7 @@ class Dispatcher:
 
     def _enqueue(self, a: Accepted, now_s: float, now_unix: float) -> None:
         c, job = a.claimed, a.job
-        held = Held(c.lane, c.entry_id, job, a.cost_tokens, c.deliveries, now_unix, a.budget_tokens)
+        held = Held(c.lane, c.entry_id, job, a.cost_tokens, a.budget_tokens, c.deliveries, now_unix)
         self.holdings.add(held)
         held.step(JobEvent.ENQUEUED)
         self.queue.push(held, cls=job.prefix_class, cost_tokens=a.budget_tokens, now_s=now_s)

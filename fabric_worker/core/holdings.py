@@ -22,15 +22,11 @@ class Held:
     entry_id: bytes
     job: JobEntry
     cost_tokens: int  # padded: what the lane's backlog holds for it
+    budget_tokens: int  # what it reserves in the engine's token budget
     deliveries: int
     claimed_at: float  # unix seconds, reported as the result's started_at
-    budget_tokens: int = 0  # what it reserves in the engine's budget (0: cost_tokens)
     state: JobState = JobState.CLAIMED
     request_id: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.budget_tokens == 0:
-            self.budget_tokens = self.cost_tokens
 
     @property
     def key(self) -> tuple[int, bytes]:
