@@ -196,3 +196,34 @@ def test_results_continue_where_the_group_stopped(
     assert len(rewound) == 3
     other = fabric(redis_server, namespace, "results", "--group", "audit").stdout.splitlines()
     assert len(other) == 3
+
+
+def test_results_from_start_prints_each_result_once_after_an_unacked_batch(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    assert fabric(redis_server, namespace, "init", "--lanes", "64").returncode == 0
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    stream = keys.results(64)
+    for i in range(200):
+        result = ResultEntry(
+            id=f"r{i}",
+            tokens=[1],
+            finish_reason="length",
+            deliveries=1,
+            worker="w",
+            submitted_at=1.0,
+            started_at=2.0,
+            finished_at=3.0,
+        )
+        client.xadd(stream, encode_result(result))  # type: ignore[arg-type]
+    assert len(fabric(redis_server, namespace, "results").stdout.splitlines()) == 200
+    # A reader that died holding a batch it never acked.
+    client.xreadgroup("results", "reader", {stream: "0"}, count=42)
+    client.xgroup_setid(stream, "results", id="0")
+    client.xreadgroup("results", "reader", {stream: ">"}, count=42)
+    assert client.xpending(stream, "results")["pending"] == 42
+    rewound = fabric(redis_server, namespace, "results", "--from-start").stdout.splitlines()
+    ids = [orjson.loads(line)["id"] for line in rewound]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(200))
+    assert fabric(redis_server, namespace, "results").stdout == b""
