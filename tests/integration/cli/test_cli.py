@@ -227,3 +227,32 @@ def test_results_from_start_prints_each_result_once_after_an_unacked_batch(
     ids = [orjson.loads(line)["id"] for line in rewound]
     assert sorted(ids) == sorted(f"r{i}" for i in range(200))
     assert fabric(redis_server, namespace, "results").stdout == b""
+
+
+def test_submit_to_a_full_redis_waits_then_fails_naming_memory_and_writes_nothing(
+    own_redis_server: RedisServer, namespace: str
+) -> None:
+    assert fabric(own_redis_server, namespace, "init", "--lanes", "64").returncode == 0
+    client = redis.Redis.from_url(own_redis_server.url)
+    keys = Keys(namespace)
+    client.config_set("maxmemory", "1")
+    inspected = fabric(own_redis_server, namespace, "inspect")
+    assert (
+        b"Redis memory: used " in inspected.stdout and b"of maxmemory 0.0 MiB" in inspected.stdout
+    )
+    data = jsonl(*({"tokens": [1, 2], "max_new_tokens": 4, "id": f"m{i}"} for i in range(50)))
+    full = fabric(
+        own_redis_server, namespace, "submit", "--backpressure-timeout-s", "1", "-", stdin=data
+    )
+    assert full.returncode == 5, full.stderr
+    assert b"Redis is out of memory (used " in full.stderr
+    assert b"50 job(s) not submitted" in full.stderr
+    assert len(full.stderr.splitlines()) == 1, full.stderr
+    assert client.xlen(keys.jobs(64)) == 0
+    assert client.get(keys.backlog(64)) in (None, b"0")
+    assert not client.exists(keys.job(64, "m0"))
+    client.config_set("maxmemory", "0")
+    again = fabric(own_redis_server, namespace, "submit", "-", stdin=data)
+    assert (again.returncode, again.stdout) == (0, b"submitted 50, duplicates 0\n")
+    doc = orjson.loads(fabric(own_redis_server, namespace, "inspect", "--json").stdout)
+    assert doc["redis_memory"]["maxmemory_bytes"] == 0
