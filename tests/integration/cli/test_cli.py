@@ -244,7 +244,7 @@ def test_submit_to_a_full_redis_waits_then_fails_naming_memory_and_writes_nothin
     full = fabric(
         own_redis_server, namespace, "submit", "--backpressure-timeout-s", "1", "-", stdin=data
     )
-    assert full.returncode == 5, full.stderr
+    assert full.returncode == 6, full.stderr
     assert b"Redis is out of memory (used " in full.stderr
     assert b"50 job(s) not submitted" in full.stderr
     assert len(full.stderr.splitlines()) == 1, full.stderr
