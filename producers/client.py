@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -25,6 +25,7 @@ from tenacity import (
 
 from fabric_worker.broker.client import SyncRedis
 from fabric_worker.broker.connection import DEFAULT_URL, connect
+from fabric_worker.broker.lookup import Lookup, lookup
 from fabric_worker.broker.memory import is_out_of_memory, memory
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.submit import ScriptJob, Submitter
@@ -108,6 +109,16 @@ class FabricClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def results(self, ids: Sequence[str]) -> list[Lookup]:
+        """Each job's state (queued, done, dead or unknown) and, where Redis
+        recorded its entry, its result. Probes every lane: lanes + 1 Redis
+        calls per job, pipelined in two round trips."""
+        lanes = self.config.lanes
+        return self._retrying_call(lambda: lookup(self._redis, self.keys, lanes, ids))
+
+    def result(self, job_id: str) -> Lookup:
+        return self.results([job_id])[0]
 
     def validate(self, jobs: Iterable[Job]) -> list[LanedJob]:
         """Validate every job; raises InvalidJobsError listing each bad one."""

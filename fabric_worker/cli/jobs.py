@@ -239,6 +239,17 @@ def results(ctx: Context, follow: bool, from_start: bool, group: str) -> None:
     out.flush()
 
 
+@click.command()
+@click.argument("ids", nargs=-1, required=True)
+@pass_context
+def result(ctx: Context, ids: tuple[str, ...]) -> None:
+    """Look jobs up by id: one JSON line each, the result or the job's state."""
+    client = FabricClient(ctx.redis, ctx.keys.namespace)
+    for found in client.results(ids):
+        doc = result_json(found.result) if found.result else {"id": found.id}
+        click.echo(orjson.dumps({**doc, "state": found.state, "lane": found.lane}).decode())
+
+
 def _size(stream: IO[bytes]) -> int | None:
     try:
         here = stream.tell()

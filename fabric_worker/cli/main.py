@@ -14,13 +14,26 @@ from fabric_worker.cli.admin import dlq
 from fabric_worker.cli.context import EXIT_CONFIG, EXIT_REDIS_FULL
 from fabric_worker.cli.engine import engine
 from fabric_worker.cli.fleet import autoscale, health, top
-from fabric_worker.cli.jobs import init, inspect, results, submit
+from fabric_worker.cli.jobs import init, inspect, result, results, submit
 from fabric_worker.cli.root import cli
 from fabric_worker.cli.worker import worker
 from fabric_worker.wire.fleet_config import ConfigError
 from producers.client import BackpressureError, RedisMemoryError
 
-for command in (init, submit, inspect, results, worker, health, top, autoscale, dlq, acl, engine):
+for command in (
+    init,
+    submit,
+    inspect,
+    result,
+    results,
+    worker,
+    health,
+    top,
+    autoscale,
+    dlq,
+    acl,
+    engine,
+):
     cli.add_command(command)
 
 

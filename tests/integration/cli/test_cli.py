@@ -256,3 +256,39 @@ def test_submit_to_a_full_redis_waits_then_fails_naming_memory_and_writes_nothin
     assert (again.returncode, again.stdout) == (0, b"submitted 50, duplicates 0\n")
     doc = orjson.loads(fabric(own_redis_server, namespace, "inspect", "--json").stdout)
     assert doc["redis_memory"]["maxmemory_bytes"] == 0
+
+
+def test_result_by_id_names_each_jobs_state_and_reads_a_recorded_result(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    assert fabric(redis_server, namespace, "init", "--lanes", "64,128").returncode == 0
+    data = jsonl(
+        {"tokens": [1] * 100, "max_new_tokens": 4, "id": "q"},
+        {"tokens": [1, 2], "max_new_tokens": 4, "id": "d"},
+    )
+    assert fabric(redis_server, namespace, "submit", "-", stdin=data).returncode == 0
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    # "d" finished on lane 64, its state naming the result entry, as the
+    # completing script records it.
+    done = ResultEntry(
+        id="d",
+        tokens=[7, 8],
+        finish_reason="length",
+        deliveries=1,
+        worker="w",
+        submitted_at=1.0,
+        started_at=2.0,
+        finished_at=3.0,
+    )
+    entry = client.xadd(keys.results(64), encode_result(done))  # type: ignore[arg-type]
+    client.set(keys.job(64, "d"), b"done " + entry)
+    out = fabric(redis_server, namespace, "result", "q", "d", "nope")
+    assert out.returncode == 0, out.stderr
+    rows = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["id"], r["state"], r["lane"]) for r in rows] == [
+        ("q", "queued", 128),
+        ("d", "done", 64),
+        ("nope", "unknown", None),
+    ]
+    assert rows[1]["tokens"] == [7, 8] and "tokens" not in rows[0]
