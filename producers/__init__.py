@@ -1,6 +1,6 @@
 """The submit-and-exit client: validate jobs, lane them, enqueue them once."""
 
-from producers.client import BackpressureError, FabricClient, SubmitReport
+from producers.client import BackpressureError, FabricClient, RedisMemoryError, SubmitReport
 from producers.validation import InvalidJobsError, Job, JobError
 
 __all__ = [
@@ -9,5 +9,6 @@ __all__ = [
     "InvalidJobsError",
     "Job",
     "JobError",
+    "RedisMemoryError",
     "SubmitReport",
 ]

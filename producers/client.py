@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -25,6 +25,8 @@ from tenacity import (
 
 from fabric_worker.broker.client import SyncRedis
 from fabric_worker.broker.connection import DEFAULT_URL, connect
+from fabric_worker.broker.lookup import Lookup, lookup
+from fabric_worker.broker.memory import is_out_of_memory, memory
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.submit import ScriptJob, Submitter
 from fabric_worker.broker.transient import is_transient
@@ -61,6 +63,11 @@ class BackpressureError(RuntimeError):
         super().__init__(message)
         self.report = report
         self.num_pending = num_pending
+
+
+class RedisMemoryError(BackpressureError):
+    """Redis stayed out of memory (maxmemory, noeviction) for the whole wait.
+    Each job's script was refused whole: no job is half written."""
 
 
 class FabricClient:
@@ -103,6 +110,16 @@ class FabricClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def results(self, ids: Sequence[str]) -> list[Lookup]:
+        """Each job's state (queued, done, dead or unknown) and, where Redis
+        recorded its entry, its result. Probes every lane: lanes + 1 Redis
+        calls per job, pipelined in two round trips."""
+        lanes = self.config.lanes
+        return self._retrying_call(lambda: lookup(self._redis, self.keys, lanes, ids))
+
+    def result(self, job_id: str) -> Lookup:
+        return self.results([job_id])[0]
+
     def validate(self, jobs: Iterable[Job]) -> list[LanedJob]:
         """Validate every job; raises InvalidJobsError listing each bad one."""
         now = time.time()
@@ -120,7 +137,8 @@ class FabricClient:
     def submit(self, jobs: Iterable[Job]) -> SubmitReport:
         """Validate all jobs, then enqueue them. Nothing is written if any is
         invalid. Waits (with backoff) while a lane is at its backlog cap, up to
-        ``backpressure_timeout_s``, then raises BackpressureError."""
+        ``backpressure_timeout_s``, then raises BackpressureError; so while
+        Redis is out of memory, then RedisMemoryError."""
         return self.submit_laned(self.validate(jobs))
 
     def submit_laned(self, laned: list[LanedJob]) -> SubmitReport:
@@ -139,9 +157,18 @@ class FabricClient:
                 seen.add(job.entry.id)
                 pending.append(job)
 
+        full: list[bool] = [False]  # whether the last round met a full Redis
+
         def round_trip() -> list[LanedJob]:
             nonlocal pending
-            pending = self._retrying_call(lambda: self._send(pending, nonce, report))
+            try:
+                pending = self._retrying_call(lambda: self._send(pending, nonce, report))
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                full[0] = True  # wait as at the cap: the whole round goes again
+                return pending
+            full[0] = False
             return pending
 
         waiting = Retrying(
@@ -152,6 +179,17 @@ class FabricClient:
         try:
             waiting(round_trip)
         except RetryError:
+            if full[0]:
+                usage = memory(self._redis)
+                raise RedisMemoryError(
+                    f"Redis is out of memory ({usage.describe() if usage else 'INFO denied'}) "
+                    f"for {self.backpressure_timeout_s:g} s; {len(pending)} job(s) not "
+                    f"submitted (submitted at least {report.num_submitted}, duplicates "
+                    f"{report.num_duplicates}); free memory or raise maxmemory, then retry: "
+                    "ids already queued are not enqueued twice",
+                    report,
+                    len(pending),
+                ) from None
             lanes = sorted({job.lane for job in pending})
             raise BackpressureError(
                 f"backlog of lane(s) {lanes} stayed at the cap of "

@@ -24,6 +24,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from fabric_worker.broker.memory import is_out_of_memory
 from fabric_worker.broker.scripts import Call, register
 from fabric_worker.broker.transient import is_transient
 
@@ -41,6 +42,13 @@ def command(name: str, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
     return lambda client: getattr(client, name)(*args, **kwargs)
 
 
+def _retryable(exc: BaseException) -> bool:
+    """Transient errors, and Redis out of memory: the scripts that add data are
+    refused whole then (no ``allow-oom`` flag), so sending them again once
+    memory is freed writes each result once."""
+    return is_transient(exc) or is_out_of_memory(exc)
+
+
 class Link:
     """An async client with the worker's retry policy and its scripts."""
 
@@ -56,6 +64,7 @@ class Link:
         self.log = log
         self.num_retries = 0
         self.num_recoveries = 0  # calls that succeeded after a transient failure
+        self.out_of_memory = False  # a call is waiting for Redis to free memory
         self._last_retry_log_s = -1e9
         self.is_cluster = isinstance(client, AsyncRedisCluster)
         self.registered = {name: register(client, name) for name in SCRIPTS}
@@ -68,11 +77,11 @@ class Link:
         except redis.AuthenticationError as exc:  # a ConnectionError, but not transient
             raise BrokerLost(f"Redis refused the credentials: {exc}") from exc
         except Exception as exc:
-            if not is_transient(exc):
+            if not _retryable(exc):
                 raise
             self._note_retry(exc)
         retrying = AsyncRetrying(
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception(_retryable),
             wait=wait_exponential_jitter(multiplier=0.05, max=1.0),
             stop=stop_after_delay(self.outage_budget_s),
             before_sleep=self._count_retry,
@@ -83,12 +92,21 @@ class Link:
                     result = await make()
                     # A reply may have been lost on the way: see Broker.own_pending().
                     self.num_recoveries += 1
+                    self.out_of_memory = False
                     return result
-        except RetryError as exc:  # pragma: no cover - reraise=False path
+        except RetryError as exc:
+            last = exc.last_attempt.exception()
+            if last is not None and is_out_of_memory(last):
+                budget = f"{self.outage_budget_s:g} s"
+                raise BrokerLost(f"Redis out of memory for {budget}: {last}") from exc
             raise BrokerLost(str(exc)) from exc
         except redis.AuthenticationError as exc:
             raise BrokerLost(f"Redis refused the credentials: {exc}") from exc
         except Exception as exc:
+            if is_out_of_memory(exc):
+                raise BrokerLost(
+                    f"Redis out of memory for {self.outage_budget_s:g} s: {exc}"
+                ) from exc
             if not is_transient(exc):
                 raise
             raise BrokerLost(f"Redis unreachable for {self.outage_budget_s:g} s: {exc}") from exc
@@ -99,6 +117,8 @@ class Link:
 
     def _note_retry(self, exc: BaseException | None) -> None:
         self.num_retries += 1
+        if exc is not None and is_out_of_memory(exc):
+            self.out_of_memory = True  # the worker stops claiming meanwhile
         now = time.monotonic()
         if now - self._last_retry_log_s >= 5.0:  # say so, but not on every attempt
             self._last_retry_log_s = now

@@ -21,15 +21,21 @@ READ_COUNT = 1000
 def ensure_result_groups(
     client: redis.Redis, keys: Keys, lanes: tuple[int, ...], group: str, *, from_start: bool
 ) -> None:
+    """Create the reader group on every lane (from the first result).
+
+    ``from_start`` recreates an existing group: rewinding it alone would keep
+    its pending entries, which the reader reads first and then again when the
+    rewound position reaches them, so each would be printed twice.
+    """
     for lane in lanes:
         stream = keys.results(lane)
+        if from_start:
+            client.xgroup_destroy(stream, group)
         try:
             client.xgroup_create(stream, group, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-            if from_start:
-                client.xgroup_setid(stream, group, id="0")
 
 
 def read_results(

@@ -1,6 +1,9 @@
 """Server-side scripts: their sources, and one typed call per script.
 
-Each ``lua/<name>.lua`` may start with ``-- include: a, b``: Redis has no
+Each ``lua/<name>.lua`` starts with a ``#!lua`` shebang: scripts that add
+data have no flags, so Redis refuses them whole when it is out of memory,
+before any write; those that only touch existing entries carry
+``flags=allow-oom`` and still run. Each may then name ``-- include: a, b``: Redis has no
 include directive, so :func:`source` joins ``lua/includes/a.lua`` and
 ``b.lua`` in front of the script before it is loaded. The KEYS and ARGV of
 every script are built here and nowhere else, and every reply is turned into
@@ -34,8 +37,11 @@ def _read(*parts: str) -> str:
 def source(name: str) -> str:
     """The text of ``fabric_worker/broker/lua/<name>.lua``, its includes first."""
     body = _read(f"{name}.lua")
+    # The shebang (``#!lua``, with its flags) is only read on the first line.
+    shebang, _, body = body.partition("\n") if body.startswith("#!") else ("", "", body)
     names = [n.strip() for m in _INCLUDE.finditer(body) for n in m.group(1).split(",")]
-    return "".join(_read("includes", f"{n}.lua") + "\n" for n in names) + body
+    included = "".join(_read("includes", f"{n}.lua") + "\n" for n in names)
+    return (shebang + "\n" if shebang else "") + included + body
 
 
 def register(client: Any, name: str) -> Script | AsyncScript:

@@ -12,6 +12,7 @@ from fabric_worker.broker.connection import connect, redact
 from fabric_worker.wire.keys import Keys
 
 EXIT_CONFIG = 2
+EXIT_REDIS_FULL = 6  # submit: Redis stayed out of memory (worker exits 0-5 are taken)
 
 
 class Context:

@@ -11,6 +11,7 @@ import orjson
 
 from fabric_worker.broker.connection import redact
 from fabric_worker.broker.inspect import format_table, inspect_lanes
+from fabric_worker.broker.memory import memory
 from fabric_worker.broker.namespace import init_namespace, load_config
 from fabric_worker.broker.results import ensure_result_groups, read_results
 from fabric_worker.broker.transient import ride_out
@@ -178,17 +179,24 @@ def inspect(ctx: Context, as_json: bool) -> None:
     """Per lane: queued, in flight, backlog tokens, lag, consumers, dead letters, results."""
     config = load_config(ctx.redis, ctx.keys)
     views = inspect_lanes(ctx.redis, ctx.keys, config.lanes)
+    usage = memory(ctx.redis)
     if as_json:
         doc = {
             "namespace": ctx.keys.namespace,
             "config_version": config.version,
             "lanes": [v.to_json() for v in views],
+            "redis_memory": (
+                {"used_bytes": usage.used_bytes, "maxmemory_bytes": usage.max_bytes}
+                if usage
+                else None
+            ),
         }
         click.echo(orjson.dumps(doc).decode())
     else:
         click.echo(
             f"namespace {ctx.keys.namespace!r} at {redact(ctx.url)}, config v{config.version}"
         )
+        click.echo(f"Redis memory: {usage.describe() if usage else 'unknown (INFO denied)'}")
         click.echo(format_table(views))
 
 
@@ -229,6 +237,17 @@ def results(ctx: Context, follow: bool, from_start: bool, group: str) -> None:
         if follow:
             out.flush()
     out.flush()
+
+
+@click.command()
+@click.argument("ids", nargs=-1, required=True)
+@pass_context
+def result(ctx: Context, ids: tuple[str, ...]) -> None:
+    """Look jobs up by id: one JSON line each, the result or the job's state."""
+    client = FabricClient(ctx.redis, ctx.keys.namespace)
+    for found in client.results(ids):
+        doc = result_json(found.result) if found.result else {"id": found.id}
+        click.echo(orjson.dumps({**doc, "state": found.state, "lane": found.lane}).decode())
 
 
 def _size(stream: IO[bytes]) -> int | None:

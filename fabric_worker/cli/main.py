@@ -11,16 +11,29 @@ from fabric_worker.broker.client import AuthError, RefusedError
 from fabric_worker.broker.transient import TRANSIENT_ERRORS, ReplicationShortfall
 from fabric_worker.cli.acl import acl
 from fabric_worker.cli.admin import dlq
-from fabric_worker.cli.context import EXIT_CONFIG
+from fabric_worker.cli.context import EXIT_CONFIG, EXIT_REDIS_FULL
 from fabric_worker.cli.engine import engine
 from fabric_worker.cli.fleet import autoscale, health, top
-from fabric_worker.cli.jobs import init, inspect, results, submit
+from fabric_worker.cli.jobs import init, inspect, result, results, submit
 from fabric_worker.cli.root import cli
 from fabric_worker.cli.worker import worker
 from fabric_worker.wire.fleet_config import ConfigError
-from producers.client import BackpressureError
+from producers.client import BackpressureError, RedisMemoryError
 
-for command in (init, submit, inspect, results, worker, health, top, autoscale, dlq, acl, engine):
+for command in (
+    init,
+    submit,
+    inspect,
+    result,
+    results,
+    worker,
+    health,
+    top,
+    autoscale,
+    dlq,
+    acl,
+    engine,
+):
     cli.add_command(command)
 
 
@@ -39,6 +52,9 @@ def main() -> None:
     except ConfigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_CONFIG)
+    except RedisMemoryError as exc:  # before BackpressureError, its base
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_REDIS_FULL)
     except BackpressureError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -111,9 +111,19 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
         "zadd",
         "zremrangebyscore",  # forgetting names silent for an hour
     ),
-    # `fabric results`: a group of its own per reader, on the results streams;
-    # TIME for `fabric top` and `fabric health`.
-    Role.READER: ("xreadgroup", "xack", "xgroup|create", "xgroup|setid", "xrange", "time"),
+    # `fabric results`: a group of its own per reader, on the results streams
+    # (recreated by --from-start); TIME for `fabric top` and `fabric health`;
+    # INFO for the Redis memory `fabric inspect` shows.
+    Role.READER: (
+        "xreadgroup",
+        "xack",
+        "xgroup|create",
+        "xgroup|setid",
+        "xgroup|destroy",
+        "xrange",
+        "time",
+        "info",
+    ),
 }
 # The reader's selector: what `fabric inspect`, `top`, `health`, `autoscale`
 # and load_config read, read-only.

@@ -144,7 +144,7 @@ class Serving:
         reads = self.dispatcher.reads
         lanes = self.host.config.lanes
         while not self.is_stopping:
-            if not reads.has_room():
+            if not reads.has_room() or self.broker.link.out_of_memory:
                 await self._wait_for_room()
                 continue
             plan = reads.plan(time.monotonic(), await self.broker.backlogs(lanes))

@@ -16,6 +16,7 @@ from typing import Any
 from engines.manifest import ManifestError, load_manifest
 from engines.registry import create_engine
 from fabric_worker.broker.connection import connect, connect_async
+from fabric_worker.broker.memory import eviction_policy
 from fabric_worker.broker.namespace import load_config
 from fabric_worker.broker.streams import Broker
 from fabric_worker.broker.transient import is_transient, ride_out
@@ -74,6 +75,25 @@ def fetch_config(url: str, keys: Keys, outage_budget_s: float) -> FleetConfig:
     return ride_out(load, budget_s=outage_budget_s)
 
 
+def check_eviction_policy(url: str) -> None:
+    """Refuse a Redis that may evict: it would drop jobs or results silently
+    when full. Where CONFIG GET is denied (ACL), say so and go on."""
+    with connect(url) as client:
+        policy = eviction_policy(client)
+    if policy is None:
+        print(
+            "warning: cannot read maxmemory-policy (CONFIG GET denied); "
+            "it must be noeviction, or a full Redis drops jobs and results",
+            file=sys.stderr,
+            flush=True,
+        )
+    elif policy != "noeviction":
+        raise ConfigError(
+            f"Redis maxmemory-policy is {policy}; the fabric needs noeviction "
+            "(a full Redis must refuse writes, not evict jobs or results)"
+        )
+
+
 def _stop_before_start(signum: int, _frame: FrameType | None) -> None:
     # os.write, not print: a signal handler may interrupt a print to stderr.
     os.write(2, f"stopped by {signal.Signals(signum).name} before serving\n".encode())
@@ -109,6 +129,7 @@ def run_worker(
             faults=parse_faults(faults),
         )
         config = fetch_config(url, keys, outage_budget_s)
+        check_eviction_policy(url)
     except (ManifestError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return ExitCode.CONFIG

@@ -113,6 +113,8 @@ def mask(text: str, port: int) -> str:
         text = re.sub(rf'("{name}":)-?[0-9][0-9.e+-]*', r"\1<T>", text)
     text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", "<TIME>", text)
     text = re.sub(r'("idle_ms":)\d+', r"\1<MS>", text)
+    text = re.sub(r'("used_bytes":)\d+', r"\1<BYTES>", text)
+    text = re.sub(r"Redis memory: used \d+\.\d MiB", "Redis memory: used <MiB>", text)
     text = re.sub(r"idle \d+\.\ds", "idle <S>", text)
     return re.sub(r"heartbeat \d+\.\d s ago", "heartbeat <S> s ago", text)
 

@@ -1,3 +1,4 @@
+#!lua
 -- Complete one job: at most one result per job id, ever.
 --
 -- KEYS[1] jobs stream   KEYS[2] results stream

@@ -1,3 +1,4 @@
+#!lua
 -- Move one entry to the lane's dead-letter stream, with its reason.
 --
 -- KEYS[1] jobs stream   KEYS[2] dead-letter stream

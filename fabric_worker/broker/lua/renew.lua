@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Renew this consumer's lease on its entries (a heartbeat that is not a delivery).
 --
 -- KEYS[1] jobs stream

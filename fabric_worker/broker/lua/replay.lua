@@ -1,3 +1,4 @@
+#!lua
 -- Replay one dead letter: put its original job back on its lane, atomically.
 --
 -- KEYS[1] dead-letter stream   KEYS[2] jobs stream

@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Hand back an entry this consumer holds but has not started, so that another
 -- worker takes it at once: no lease to wait out, no delivery counted.
 --

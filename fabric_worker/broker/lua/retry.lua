@@ -1,3 +1,4 @@
+#!lua flags=allow-oom
 -- Give up this consumer's hold on an entry whose attempt failed, so that the
 -- next reclaim (by any worker) retries it and counts the delivery.
 --

@@ -1,3 +1,4 @@
+#!lua
 -- Enqueue a batch of jobs of one lane, atomically per job.
 --
 -- KEYS[1]  the lane's jobs stream

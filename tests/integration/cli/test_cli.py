@@ -196,3 +196,99 @@ def test_results_continue_where_the_group_stopped(
     assert len(rewound) == 3
     other = fabric(redis_server, namespace, "results", "--group", "audit").stdout.splitlines()
     assert len(other) == 3
+
+
+def test_results_from_start_prints_each_result_once_after_an_unacked_batch(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    assert fabric(redis_server, namespace, "init", "--lanes", "64").returncode == 0
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    stream = keys.results(64)
+    for i in range(200):
+        result = ResultEntry(
+            id=f"r{i}",
+            tokens=[1],
+            finish_reason="length",
+            deliveries=1,
+            worker="w",
+            submitted_at=1.0,
+            started_at=2.0,
+            finished_at=3.0,
+        )
+        client.xadd(stream, encode_result(result))  # type: ignore[arg-type]
+    assert len(fabric(redis_server, namespace, "results").stdout.splitlines()) == 200
+    # A reader that died holding a batch it never acked.
+    client.xreadgroup("results", "reader", {stream: "0"}, count=42)
+    client.xgroup_setid(stream, "results", id="0")
+    client.xreadgroup("results", "reader", {stream: ">"}, count=42)
+    assert client.xpending(stream, "results")["pending"] == 42
+    rewound = fabric(redis_server, namespace, "results", "--from-start").stdout.splitlines()
+    ids = [orjson.loads(line)["id"] for line in rewound]
+    assert sorted(ids) == sorted(f"r{i}" for i in range(200))
+    assert fabric(redis_server, namespace, "results").stdout == b""
+
+
+def test_submit_to_a_full_redis_waits_then_fails_naming_memory_and_writes_nothing(
+    own_redis_server: RedisServer, namespace: str
+) -> None:
+    assert fabric(own_redis_server, namespace, "init", "--lanes", "64").returncode == 0
+    client = redis.Redis.from_url(own_redis_server.url)
+    keys = Keys(namespace)
+    client.config_set("maxmemory", "1")
+    inspected = fabric(own_redis_server, namespace, "inspect")
+    assert (
+        b"Redis memory: used " in inspected.stdout and b"of maxmemory 0.0 MiB" in inspected.stdout
+    )
+    data = jsonl(*({"tokens": [1, 2], "max_new_tokens": 4, "id": f"m{i}"} for i in range(50)))
+    full = fabric(
+        own_redis_server, namespace, "submit", "--backpressure-timeout-s", "1", "-", stdin=data
+    )
+    assert full.returncode == 6, full.stderr
+    assert b"Redis is out of memory (used " in full.stderr
+    assert b"50 job(s) not submitted" in full.stderr
+    assert len(full.stderr.splitlines()) == 1, full.stderr
+    assert client.xlen(keys.jobs(64)) == 0
+    assert client.get(keys.backlog(64)) in (None, b"0")
+    assert not client.exists(keys.job(64, "m0"))
+    client.config_set("maxmemory", "0")
+    again = fabric(own_redis_server, namespace, "submit", "-", stdin=data)
+    assert (again.returncode, again.stdout) == (0, b"submitted 50, duplicates 0\n")
+    doc = orjson.loads(fabric(own_redis_server, namespace, "inspect", "--json").stdout)
+    assert doc["redis_memory"]["maxmemory_bytes"] == 0
+
+
+def test_result_by_id_names_each_jobs_state_and_reads_a_recorded_result(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    assert fabric(redis_server, namespace, "init", "--lanes", "64,128").returncode == 0
+    data = jsonl(
+        {"tokens": [1] * 100, "max_new_tokens": 4, "id": "q"},
+        {"tokens": [1, 2], "max_new_tokens": 4, "id": "d"},
+    )
+    assert fabric(redis_server, namespace, "submit", "-", stdin=data).returncode == 0
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    # "d" finished on lane 64, its state naming the result entry, as the
+    # completing script records it.
+    done = ResultEntry(
+        id="d",
+        tokens=[7, 8],
+        finish_reason="length",
+        deliveries=1,
+        worker="w",
+        submitted_at=1.0,
+        started_at=2.0,
+        finished_at=3.0,
+    )
+    entry = client.xadd(keys.results(64), encode_result(done))  # type: ignore[arg-type]
+    client.set(keys.job(64, "d"), b"done " + entry)
+    out = fabric(redis_server, namespace, "result", "q", "d", "nope")
+    assert out.returncode == 0, out.stderr
+    rows = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["id"], r["state"], r["lane"]) for r in rows] == [
+        ("q", "queued", 128),
+        ("d", "done", 64),
+        ("nope", "unknown", None),
+    ]
+    assert rows[1]["tokens"] == [7, 8] and "tokens" not in rows[0]

@@ -30,7 +30,8 @@ def test_every_script_is_there() -> None:
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_a_script_gets_exactly_the_fragments_it_calls(name: str) -> None:
     text = source(name)
-    body = LUA.joinpath(f"{name}.lua").read_text()
+    shebang, _, body = LUA.joinpath(f"{name}.lua").read_text().partition("\n")
+    assert text.startswith(shebang + "\n")
     assert text.endswith(body)
     for include, functions in DEFINED.items():
         joined = text.count(INCLUDES[include])
@@ -43,3 +44,14 @@ def test_every_fragment_is_used_by_some_script() -> None:
     bodies = "".join(LUA.joinpath(f"{name}.lua").read_text() for name in SCRIPTS)
     unused = [f for functions in DEFINED.values() for f in functions if f"{f}(" not in bodies]
     assert unused == []
+
+
+# Scripts that add data are refused whole under OOM; the rest free or touch only
+# what exists, so they must still run when Redis is full.
+ALLOW_OOM = {"renew", "requeue", "retry"}
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_the_shebang_comes_first_with_the_oom_flag_only_where_it_belongs(name: str) -> None:
+    first = source(name).partition("\n")[0]
+    assert first == ("#!lua flags=allow-oom" if name in ALLOW_OOM else "#!lua")

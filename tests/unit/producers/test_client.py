@@ -5,6 +5,7 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
+from fabric_worker.broker import scripts
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import Keys
@@ -14,7 +15,11 @@ CONFIG = FleetConfig(lanes=(64, 128), vocab_size=100, max_seq_len=256, backlog_c
 
 
 @pytest.fixture
-def client() -> FabricClient:
+def client(monkeypatch: pytest.MonkeyPatch) -> FabricClient:
+    # fakeredis runs a script as plain Lua: it knows no ``#!lua`` shebang line
+    # (Redis reads the flags from it; tests/integration checks them).
+    source = scripts.source
+    monkeypatch.setattr(scripts, "source", lambda name: source(name).partition("\n")[2])
     server = fakeredis.FakeRedis()
     init_namespace(server, Keys("u"), CONFIG)
     return FabricClient(server, "u", backpressure_timeout_s=0.2)
