@@ -1,8 +1,9 @@
 """Server-side scripts: their sources, and one typed call per script.
 
-Each ``lua/<name>.lua`` may start with ``-- include: a, b``: Redis has no
-include directive, so :func:`source` joins ``lua/includes/a.lua`` and
-``b.lua`` in front of the script before it is loaded. The KEYS and ARGV of
+Each ``lua/<name>.lua`` may name ``-- include: a, b``: Redis has no include
+directive, so :func:`source` joins ``lua/includes/a.lua`` and ``b.lua`` in
+front of the script before it is loaded (after its ``#!lua`` line, which
+Redis reads only as the very first line). The KEYS and ARGV of
 every script are built here and nowhere else, and every reply is turned into
 an enum (:mod:`fabric_worker.wire.replies`) here.
 """
@@ -35,7 +36,11 @@ def source(name: str) -> str:
     """The text of ``fabric_worker/broker/lua/<name>.lua``, its includes first."""
     body = _read(f"{name}.lua")
     names = [n.strip() for m in _INCLUDE.finditer(body) for n in m.group(1).split(",")]
-    return "".join(_read("includes", f"{n}.lua") + "\n" for n in names) + body
+    shebang = ""
+    if body.startswith("#!"):
+        shebang, body = body.split("\n", 1)
+        shebang += "\n"
+    return shebang + "".join(_read("includes", f"{n}.lua") + "\n" for n in names) + body
 
 
 def register(client: Any, name: str) -> Script | AsyncScript:
@@ -63,12 +68,17 @@ def _state_key(keys: Keys, lane: int, job_id: str | None) -> tuple[str, str]:
     return (keys.job(lane, job_id), "1") if job_id else (keys.backlog(lane), "0")
 
 
-def complete(keys: Keys, c: Completion, *, retention_s: int) -> Call:
-    lane = c.lane
+def complete(keys: Keys, lane: int, batch: Sequence[Completion], *, retention_s: int) -> Call:
+    """One call for a batch of completions, all of ``lane`` (one cluster slot)."""
+    state_keys = []
+    args: list[Any] = [GROUP, retention_s]
+    for c in batch:
+        if c.lane != lane:
+            raise ValueError(f"a completion of lane {c.lane} in a batch of lane {lane}")
+        state_keys.append(keys.job(lane, c.job_id))
+        args += [c.entry_id, c.cost_tokens, c.header, c.tokens]
     return Call(
-        "complete",
-        [keys.jobs(lane), keys.results(lane), keys.backlog(lane), keys.job(lane, c.job_id)],
-        [GROUP, c.entry_id, c.cost_tokens, retention_s, c.header, c.tokens],
+        "complete", [keys.jobs(lane), keys.results(lane), keys.backlog(lane), *state_keys], args
     )
 
 
@@ -133,8 +143,14 @@ def submit(
 # --- replies ------------------------------------------------------------------------
 
 
-def complete_reply(raw: object) -> CompleteReply:
-    return CompleteReply(text(raw))
+def complete_replies(raw: Sequence[Any]) -> list[CompleteReply | str]:
+    """One reply per job of a batch: the outcome, or the text of why that job
+    could not be completed (``error ...``: nothing of it was written)."""
+    replies: list[CompleteReply | str] = []
+    for r in raw:
+        t = text(r)
+        replies.append(t if t.startswith("error") else CompleteReply(t))
+    return replies
 
 
 def dead_letter_reply(raw: object) -> DeadLetterReply:

@@ -31,7 +31,9 @@ def test_every_script_is_there() -> None:
 def test_a_script_gets_exactly_the_fragments_it_calls(name: str) -> None:
     text = source(name)
     body = LUA.joinpath(f"{name}.lua").read_text()
-    assert text.endswith(body)
+    shebang, rest = body.split("\n", 1) if body.startswith("#!") else ("", body)
+    assert text.startswith(shebang)
+    assert text.endswith(rest)
     for include, functions in DEFINED.items():
         joined = text.count(INCLUDES[include])
         called = any(re.search(rf"\b{f}\(", body) for f in functions)
@@ -43,3 +45,11 @@ def test_every_fragment_is_used_by_some_script() -> None:
     bodies = "".join(LUA.joinpath(f"{name}.lua").read_text() for name in SCRIPTS)
     unused = [f for functions in DEFINED.values() for f in functions if f"{f}(" not in bodies]
     assert unused == []
+
+
+def test_a_shebang_stays_the_first_line_in_front_of_the_includes() -> None:
+    # Redis reads "#!lua" only as the very first line of a script.
+    text = source("complete")
+    assert text.startswith("#!lua\n")
+    assert text.count("#!") == 1
+    assert text.index("local function ack_and_delete(") < text.index("local function complete_one(")
