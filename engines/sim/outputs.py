@@ -18,7 +18,9 @@ function is easy to write in C, Go or Redis Lua, whose numbers are doubles.
 from __future__ import annotations
 
 import struct
+import sys
 import zlib
+from array import array
 from collections.abc import Sequence
 
 from engines.contract import FinishReason
@@ -29,10 +31,13 @@ VOCAB_SIZE = 32000
 _LCG_MULTIPLIER = 1664525
 _LCG_INCREMENT = 1013904223
 _MASK_32 = (1 << 32) - 1
+_LITTLE = sys.byteorder == "little"
 
 
 def prompt_seed(prompt: Sequence[int]) -> int:
     """CRC-32 of the prompt packed as little-endian uint32 (0 <= token < 2**32)."""
+    if isinstance(prompt, array) and prompt.itemsize == 4 and _LITTLE and prompt.typecode in "IL":
+        return zlib.crc32(prompt)  # already those bytes: no copy through struct
     return zlib.crc32(struct.pack(f"<{len(prompt)}I", *prompt))
 
 

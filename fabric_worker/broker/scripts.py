@@ -69,12 +69,17 @@ def _state_key(keys: Keys, lane: int, job_id: str | None) -> tuple[str, str]:
     return (keys.job(lane, job_id), "1") if job_id else (keys.backlog(lane), "0")
 
 
-def complete(keys: Keys, c: Completion, *, retention_s: int) -> Call:
-    lane = c.lane
+def complete(keys: Keys, lane: int, batch: Sequence[Completion], *, retention_s: int) -> Call:
+    """One call for a batch of completions, all of ``lane`` (one cluster slot)."""
+    state_keys = []
+    args: list[Any] = [GROUP, retention_s]
+    for c in batch:
+        if c.lane != lane:
+            raise ValueError(f"a completion of lane {c.lane} in a batch of lane {lane}")
+        state_keys.append(keys.job(lane, c.job_id))
+        args += [c.entry_id, c.cost_tokens, c.header, c.tokens]
     return Call(
-        "complete",
-        [keys.jobs(lane), keys.results(lane), keys.backlog(lane), keys.job(lane, c.job_id)],
-        [GROUP, c.entry_id, c.cost_tokens, retention_s, c.header, c.tokens],
+        "complete", [keys.jobs(lane), keys.results(lane), keys.backlog(lane), *state_keys], args
     )
 
 
@@ -139,8 +144,14 @@ def submit(
 # --- replies ------------------------------------------------------------------------
 
 
-def complete_reply(raw: object) -> CompleteReply:
-    return CompleteReply(text(raw))
+def complete_replies(raw: Sequence[Any]) -> list[CompleteReply | str]:
+    """One reply per job of a batch: the outcome, or the text of why that job
+    could not be completed (``error ...``: nothing of it was written)."""
+    replies: list[CompleteReply | str] = []
+    for r in raw:
+        t = text(r)
+        replies.append(t if t.startswith("error") else CompleteReply(t))
+    return replies
 
 
 def dead_letter_reply(raw: object) -> DeadLetterReply:

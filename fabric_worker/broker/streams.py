@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import redis
 import redis.asyncio
 
 from fabric_worker.broker import scripts, text
@@ -38,6 +39,10 @@ class Settled:
     @property
     def num_handed_back(self) -> int:
         return sum(self.handed_back)
+
+
+def _is_reply(reply: CompleteReply | str) -> bool:
+    return isinstance(reply, CompleteReply)
 
 
 class Broker:
@@ -180,16 +185,41 @@ class Broker:
     # --- finishing ----------------------------------------------------------
 
     async def complete(self, completions: Sequence[Completion]) -> list[CompleteReply]:
-        """Run the complete script for each, in one round trip. Re-running a
-        completion after a lost reply is safe: the script dedupes."""
-        calls = [scripts.complete(self.keys, c, retention_s=self.retention_s) for c in completions]
+        """Run the complete script once per lane (one cluster slot each) for
+        the whole batch, in one round trip. Re-running a completion after a
+        lost reply is safe: the script dedupes.
+
+        A job the script could not complete fails alone there (the others are
+        written); here it raises :class:`redis.ResponseError` after the batch,
+        as a failed script call in a pipeline always did.
+        """
+        by_lane: dict[int, list[int]] = {}
+        for i, c in enumerate(completions):
+            by_lane.setdefault(c.lane, []).append(i)
+        calls = [
+            scripts.complete(
+                self.keys, lane, [completions[i] for i in indexes], retention_s=self.retention_s
+            )
+            for lane, indexes in by_lane.items()
+        ]
         writer = self._replicated
         if writer is None or not calls:
-            return [scripts.complete_reply(r) for r in await self.link.scripts(calls)]
-        acked = await self.link.call(lambda: writer.run(calls))
-        if acked.num_acked < writer.num_replicas:
-            self.num_replica_shortfalls += 1
-        return [scripts.complete_reply(r) for r in acked.replies]
+            raw = await self.link.scripts(calls)
+        else:
+            acked = await self.link.call(lambda: writer.run(calls))
+            if acked.num_acked < writer.num_replicas:
+                self.num_replica_shortfalls += 1
+            raw = acked.replies
+        replies: list[CompleteReply | str] = [""] * len(completions)
+        for indexes, lane_raw in zip(by_lane.values(), raw, strict=True):
+            for i, reply in zip(indexes, scripts.complete_replies(lane_raw), strict=True):
+                replies[i] = reply
+        failed = [
+            (c.job_id, r) for c, r in zip(completions, replies, strict=True) if not _is_reply(r)
+        ]
+        if failed:
+            raise redis.ResponseError(f"complete: {len(failed)} job(s) failed: {failed[:5]}")
+        return [CompleteReply(r) for r in replies]
 
     def _dead_letter(self, d: DeadLetter, now_unix: float) -> scripts.Call:
         return scripts.dead_letter(

@@ -109,3 +109,14 @@ def num_results(client: redis.Redis, keys: Keys, lanes: tuple[int, ...]) -> int:
 
 def num_pending(client: redis.Redis, keys: Keys, lanes: tuple[int, ...]) -> int:
     return sum(client.xpending(keys.jobs(lane), "workers")["pending"] for lane in lanes)
+
+
+def result_named_by_state(client: redis.Redis, keys: Keys, lane: int, job_id: str) -> str | None:
+    """The job id of the result entry a finished job's state names ("done <entry
+    id>"), or None when the state is not of that form or names no entry."""
+    state = client.get(keys.job(lane, job_id))
+    if state is None or not state.startswith(b"done "):
+        return None
+    entry_id = state.split(b" ", 1)[1]
+    found = client.xrange(keys.results(lane), entry_id, entry_id)
+    return decode_result(found[0][1]).id if found else None

@@ -1,25 +1,55 @@
 #!lua
--- Complete one job: at most one result per job id, ever.
+-- Complete a batch of jobs of one lane: at most one result per job id, ever.
 --
--- KEYS[1] jobs stream   KEYS[2] results stream
--- KEYS[3] backlog       KEYS[4] job-state key
--- ARGV[1] group  ARGV[2] entry id  ARGV[3] padded cost  ARGV[4] retention s
--- ARGV[5] result header  ARGV[6] result tokens
+-- KEYS[1] jobs stream   KEYS[2] results stream   KEYS[3] backlog
+-- KEYS[3 + i] job-state key of job i
+-- ARGV[1] group  ARGV[2] retention s
+-- ARGV[3 + 4(i-1)..] job i: entry id, padded cost, result header, result tokens
 --
--- Returns "ok" when this call wrote the result, "duplicate" when the job was
--- already done or dead (a slow worker finishing work that was reclaimed and
--- finished elsewhere, or a second entry for a finished id): then it writes no
--- result, and acks and deletes this entry so nothing finished lingers.
--- include: settle
-local state = redis.call('GET', KEYS[4])
-if state == 'done' or state == 'dead' then
-  ack_and_delete(KEYS[1], ARGV[1], ARGV[2])
-  return 'duplicate'
+-- Returns one reply per job, in order: "ok" when this call wrote the result,
+-- "duplicate" when the job was already done or dead (a slow worker finishing
+-- work that was reclaimed and finished elsewhere, or a second entry for a
+-- finished id): then it writes no result, and acks and deletes this entry so
+-- nothing finished lingers. "error <why>" for a job that could not be
+-- completed: it wrote nothing of that job.
+--
+-- A Lua error keeps the writes before it and skips the rest, so one bad job
+-- must not end the batch: each job is checked before anything of it is
+-- written, and its reads and first write go through redis.pcall.
+-- include: settle, state
+local group, retention = ARGV[1], ARGV[2]
+if not string.match(retention, '^[1-9]%d*$') then
+  return redis.error_reply('complete: retention must be a positive integer')
 end
-redis.call('XADD', KEYS[2], '*', 'h', ARGV[5], 't', ARGV[6])
-redis.call('SET', KEYS[4], 'done', 'EX', ARGV[4])
-ack_and_delete(KEYS[1], ARGV[1], ARGV[2])
--- Only jobs that came through the submit script were counted in the backlog;
--- an entry written by hand (no state key) was not.
-if state then release_backlog(KEYS[3], ARGV[3]) end
-return 'ok'
+local num_jobs = #KEYS - 3
+if #ARGV ~= 2 + 4 * num_jobs then
+  return redis.error_reply('complete: ' .. #ARGV .. ' args for ' .. num_jobs .. ' jobs')
+end
+
+local function complete_one(state_key, entry_id, cost, header, tokens)
+  if not string.match(entry_id, '^%d+%-%d+$') then return 'error entry id ' .. entry_id end
+  if not string.match(cost, '^%d+$') then return 'error cost ' .. cost end
+  local state = redis.pcall('GET', state_key)
+  if type(state) == 'table' and state.err then return 'error ' .. state.err end
+  if state and is_finished(state) then
+    ack_and_delete(KEYS[1], group, entry_id)
+    return 'duplicate'
+  end
+  local added = redis.pcall('XADD', KEYS[2], '*', 'h', header, 't', tokens)
+  if type(added) == 'table' and added.err then return 'error ' .. added.err end
+  -- Nothing below can fail: the state key is a string or absent, the entry
+  -- id and the cost were checked.
+  redis.call('SET', state_key, 'done ' .. added, 'EX', retention)
+  ack_and_delete(KEYS[1], group, entry_id)
+  -- Only jobs that came through the submit script were counted in the
+  -- backlog; an entry written by hand (no state key) was not.
+  if state then release_backlog(KEYS[3], cost) end
+  return 'ok'
+end
+
+local replies = {}
+for i = 1, num_jobs do
+  local a = 3 + 4 * (i - 1)
+  replies[i] = complete_one(KEYS[3 + i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
+end
+return replies

@@ -13,7 +13,7 @@
 local own_key = ARGV[10] == '1'
 local state = false
 if own_key then state = redis.call('GET', KEYS[4]) end
-if state == 'done' or state == 'dead' then
+if state and is_finished(state) then
   ack_and_delete(KEYS[1], ARGV[1], ARGV[2])
   return 'done'
 end

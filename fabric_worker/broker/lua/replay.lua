@@ -21,7 +21,7 @@ local own_key = ARGV[3] == '1'
 if own_key then
   -- 'dead' is the normal case; no state at all means it expired (retention).
   local state = redis.call('GET', KEYS[4])
-  if state == 'done' then
+  if state and is_done(state) then
     return {'done'}
   end
   if state and state ~= 'dead' then

@@ -21,7 +21,7 @@ from fabric_worker.wire.claims import DeadLetter
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
-from tests.integration.harness import WorkerProcess, num_pending, result_counts
+from tests.integration.harness import WorkerProcess, result_named_by_state, num_pending, result_counts
 
 pytestmark = pytest.mark.integration
 
@@ -147,7 +147,7 @@ def test_a_poisoned_job_is_listed_and_completes_once_after_replay(
         fixed.stop()
     counts = result_counts(client, keys, LANES)
     assert counts == dict.fromkeys([*(j.id for j in good), "poison"], 1)
-    assert client.get(keys.job(64, "poison")) == b"done"
+    assert result_named_by_state(client, keys, 64, "poison") == "poison"
     assert backlog(client, keys, 64) == 0 and num_pending(client, keys, LANES) == 0
     assert fabric(redis_server, keys.namespace, "dlq", "list").stdout.startswith("no dead letters")
     again = fabric(redis_server, keys.namespace, "dlq", "replay", "--id", "poison")

@@ -17,6 +17,7 @@ import pytest
 import redis
 import redis.asyncio
 
+from fabric_worker.broker import scripts
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.broker.scripts import register
 from fabric_worker.broker.streams import Broker
@@ -26,6 +27,7 @@ from fabric_worker.wire.entries import JobEntry, ResultEntry, encode_job, encode
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import GROUP, Keys
 from producers import FabricClient, Job
+from tests.integration.harness import result_named_by_state
 
 pytestmark = pytest.mark.integration
 
@@ -112,12 +114,70 @@ def test_complete_writes_once_then_reports_duplicate(
     assert with_brokers(redis_server, keys, body, "A") == (["ok"], ["duplicate"])
     [(_, fields)] = redis_client.xrange(keys.results(LANE))
     assert (fields[b"h"], fields[b"t"]) == (c.header, c.tokens)
-    assert redis_client.get(keys.job(LANE, "j")) == b"done"
+    assert result_named_by_state(redis_client, keys, LANE, "j") == "j"
     assert 0 < redis_client.ttl(keys.job(LANE, "j")) <= RETENTION_S
     assert [eid for eid, _ in redis_client.xrange(keys.jobs(LANE))] == [k]
     assert pending(redis_client, keys, j) == {}
     assert pending(redis_client, keys, k) != {}  # the other job is untouched
     assert backlog(redis_client, keys) == COST
+
+
+def test_a_bad_job_in_the_middle_of_a_batch_fails_alone(
+    redis_server: RedisServer, redis_client: redis.Redis, keys: Keys
+) -> None:
+    """One script call for three jobs whose middle one cannot be completed (its
+    state key holds a hash): the other two are written once each, the bad one
+    writes nothing and stays pending; the broker raises; a retry of the whole
+    batch writes nothing twice."""
+    a, b, c = submit(redis_client, keys, "a", "b", "c")
+    redis_client.delete(keys.job(LANE, "b"))
+    redis_client.hset(keys.job(LANE, "b"), "not", "a string")
+    batch = [completion("a", a, "A"), completion("b", b, "A"), completion("c", c, "A")]
+    script = register(redis_client, "complete")
+    call = scripts.complete(keys, LANE, batch, retention_s=RETENTION_S)
+
+    async def body(w: Broker) -> str:
+        await w.read([LANE], 10, None)
+        with pytest.raises(redis.ResponseError, match="1 job") as raised:
+            await w.complete(batch)
+        return str(raised.value)
+
+    assert "'b'" in with_brokers(redis_server, keys, body, "A")
+    results = [f[b"h"] for _, f in redis_client.xrange(keys.results(LANE))]
+    assert results == [batch[0].header, batch[2].header]
+    assert [result_named_by_state(redis_client, keys, LANE, j) for j in "ac"] == ["a", "c"]
+    assert [eid for eid, _ in redis_client.xrange(keys.jobs(LANE))] == [b]
+    assert pending(redis_client, keys, b) != {}
+    assert backlog(redis_client, keys) == COST  # only the two written released theirs
+    replies = script(keys=call.keys, args=call.args)
+    assert replies[0] == replies[2] == b"duplicate"
+    assert replies[1].startswith(b"error WRONGTYPE")
+    assert redis_client.xlen(keys.results(LANE)) == 2
+
+
+@pytest.mark.parametrize(
+    ("entry_id", "cost"), [(b"not-an-id", COST), (b"1-1", -1)], ids=["entry id", "cost"]
+)
+def test_a_job_with_bad_arguments_writes_nothing_and_the_rest_complete(
+    redis_server: RedisServer, redis_client: redis.Redis, keys: Keys, entry_id: bytes, cost: int
+) -> None:
+    """Arguments are checked before any write of their job: a malformed entry
+    id or cost would fail XACK or DECRBY after the result was written."""
+    j, k = submit(redis_client, keys, "j", "k")
+    bad = Completion(LANE, entry_id, "j", cost, b"h", b"t")
+    call = scripts.complete(keys, LANE, [bad, completion("k", k, "A")], retention_s=RETENTION_S)
+    redis_client.xreadgroup(GROUP, "A", {keys.jobs(LANE): ">"})
+    replies = register(redis_client, "complete")(keys=call.keys, args=call.args)
+    assert replies[0].startswith(b"error ") and replies[1] == b"ok"
+    assert redis_client.xlen(keys.results(LANE)) == 1
+    assert redis_client.get(keys.job(LANE, "j")).startswith(b"queued ")
+    assert [eid for eid, _ in redis_client.xrange(keys.jobs(LANE))] == [j]
+
+
+def test_a_batch_takes_only_completions_of_its_own_lane(keys: Keys) -> None:
+    other = Completion(128, b"1-1", "x", 1, b"h", b"t")
+    with pytest.raises(ValueError, match="lane 128"):
+        scripts.complete(keys, LANE, [other], retention_s=RETENTION_S)
 
 
 @pytest.mark.parametrize("first", ["owner", "reclaimer"])
@@ -162,7 +222,7 @@ def test_complete_of_hand_written_entry_leaves_backlog_alone(
     assert with_brokers(redis_server, keys, body, "A") == ["ok"]
     assert backlog(redis_client, keys) == COST  # the real job's cost only
     assert redis_client.xlen(keys.results(LANE)) == 1
-    assert redis_client.get(keys.job(LANE, "raw")) == b"done"
+    assert result_named_by_state(redis_client, keys, LANE, "raw") == "raw"
     assert pending(redis_client, keys, raw_id) == {}
 
 
@@ -219,7 +279,7 @@ def test_deadletter_of_done_or_missing_entry_writes_nothing(
 
     assert with_brokers(redis_server, keys, body, "A") == ("done", "gone")
     assert redis_client.xlen(keys.dlq(LANE)) == 0
-    assert redis_client.get(keys.job(LANE, "j")) == b"done"
+    assert result_named_by_state(redis_client, keys, LANE, "j") == "j"
     assert redis_client.xpending(keys.jobs(LANE), GROUP)["pending"] == 0
     assert backlog(redis_client, keys) == COST  # only j's cost was released
 
@@ -464,7 +524,7 @@ def test_dead_lettering_a_forged_entry_leaves_the_real_job_alone(
         return moved, await a.complete([completion("j", real, "A")])
 
     assert with_brokers(redis_server, keys, body, "A") == ("dead", ["ok"])
-    assert redis_client.get(keys.job(LANE, "j")) == b"done"
+    assert result_named_by_state(redis_client, keys, LANE, "j") == "j"
     assert redis_client.xlen(keys.dlq(LANE)) == 1
     assert backlog(redis_client, keys) == 0  # released once, by the real completion
 

@@ -55,3 +55,11 @@ ALLOW_OOM = {"renew", "requeue", "retry"}
 def test_the_shebang_comes_first_with_the_oom_flag_only_where_it_belongs(name: str) -> None:
     first = source(name).partition("\n")[0]
     assert first == ("#!lua flags=allow-oom" if name in ALLOW_OOM else "#!lua")
+
+
+def test_a_shebang_stays_the_first_line_in_front_of_the_includes() -> None:
+    # Redis reads "#!lua" only as the very first line of a script.
+    text = source("complete")
+    assert text.startswith("#!lua\n")
+    assert text.count("#!") == 1
+    assert text.index("local function ack_and_delete(") < text.index("local function complete_one(")

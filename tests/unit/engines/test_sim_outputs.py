@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import struct
 import zlib
+from array import array
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from engines.contract import FinishReason
-from engines.sim.outputs import VOCAB_SIZE, expected_output
+from engines.sim.outputs import VOCAB_SIZE, expected_output, prompt_seed
 
 prompts = st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=64)
 
@@ -63,3 +64,10 @@ def test_end_id_never_produced_runs_to_length() -> None:
 def test_depends_on_the_prompt() -> None:
     assert expected_output([1, 2, 3], 20, None) != expected_output([1, 2, 4], 20, None)
     assert expected_output([1, 2, 3], 20, None) == expected_output((1, 2, 3), 20, None)
+
+
+def test_a_uint32_array_prompt_has_the_seed_of_the_same_tokens_as_a_list() -> None:
+
+    tokens = [0, 7, 999, 2**32 - 1, 31999]
+    assert prompt_seed(array("I", tokens)) == prompt_seed(tokens)
+    assert prompt_seed(array("I")) == prompt_seed([])

@@ -12,3 +12,13 @@ end
 local function nonce_of(state)
   return string.match(state, '^queued [^ ]+ (.*)$') or ''
 end
+
+-- A finished job's state: "dead", or "done <result entry id>" so a lookup by id
+-- can read its result back ("done" alone from before the entry id was kept).
+local function is_done(state)
+  return state == 'done' or string.sub(state, 1, 5) == 'done '
+end
+
+local function is_finished(state)
+  return state == 'dead' or is_done(state)
+end
