@@ -21,7 +21,12 @@ from fabric_worker.wire.claims import DeadLetter
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import Keys
 from producers import FabricClient, Job
-from tests.integration.harness import WorkerProcess, result_named_by_state, num_pending, result_counts
+from tests.integration.harness import (
+    WorkerProcess,
+    num_pending,
+    result_counts,
+    result_named_by_state,
+)
 
 pytestmark = pytest.mark.integration
 

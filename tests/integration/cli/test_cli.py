@@ -5,14 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import orjson
 import pytest
 import redis
 
 from fabric_worker.dev.redis_server import RedisServer
-from fabric_worker.wire.entries import ResultEntry, encode_result
+from fabric_worker.wire.entries import ResultEntry, decode_result, encode_result
 from fabric_worker.wire.keys import Keys
+from tests.integration.harness import WorkerProcess, result_counts
 
 pytestmark = pytest.mark.integration
 
@@ -292,3 +294,35 @@ def test_result_by_id_names_each_jobs_state_and_reads_a_recorded_result(
         ("nope", "unknown", None),
     ]
     assert rows[1]["tokens"] == [7, 8] and "tokens" not in rows[0]
+
+
+def test_result_by_id_reads_back_what_a_worker_completed(
+    redis_server: RedisServer, namespace: str, tmp_path: Path
+) -> None:
+    assert fabric(redis_server, namespace, "init", "--lanes", "64,128").returncode == 0
+    ids = ["a", "b", "c"]
+    data = jsonl(
+        *(
+            {"tokens": [i + 1] * (20 + 40 * i), "max_new_tokens": 3, "id": j}
+            for i, j in enumerate(ids)
+        )
+    )
+    assert fabric(redis_server, namespace, "submit", "-", stdin=data).returncode == 0
+    worker = WorkerProcess(redis_server.url, namespace, tmp_path, "--burst", name="w")
+    try:
+        assert worker.wait(60) == 0, worker.log
+    finally:
+        worker.stop()
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    assert result_counts(client, keys, (64, 128)) == dict.fromkeys(ids, 1)
+    written = {
+        decode_result(f).id: decode_result(f).tokens
+        for lane in (64, 128)
+        for _, f in client.xrange(keys.results(lane))
+    }
+    out = fabric(redis_server, namespace, "result", *ids)
+    assert out.returncode == 0, out.stderr
+    rows = [orjson.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["id"], r["state"]) for r in rows] == [(j, "done") for j in ids]
+    assert {r["id"]: r["tokens"] for r in rows} == {j: list(written[j]) for j in ids}
