@@ -94,22 +94,14 @@ class Link:
                     self.num_recoveries += 1
                     self.out_of_memory = False
                     return result
-        except RetryError as exc:
+        except RetryError as exc:  # retried past the outage budget
             last = exc.last_attempt.exception()
-            if last is not None and is_out_of_memory(last):
-                budget = f"{self.outage_budget_s:g} s"
-                raise BrokerLost(f"Redis out of memory for {budget}: {last}") from exc
-            raise BrokerLost(str(exc)) from exc
+            what = "out of memory" if last is not None and is_out_of_memory(last) else "unreachable"
+            raise BrokerLost(f"Redis {what} for {self.outage_budget_s:g} s: {last}") from exc
         except redis.AuthenticationError as exc:
             raise BrokerLost(f"Redis refused the credentials: {exc}") from exc
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise BrokerLost(
-                    f"Redis out of memory for {self.outage_budget_s:g} s: {exc}"
-                ) from exc
-            if not is_transient(exc):
-                raise
-            raise BrokerLost(f"Redis unreachable for {self.outage_budget_s:g} s: {exc}") from exc
+        # Anything else was not retryable (tenacity re-raises it as it is): it
+        # propagates unchanged.
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _count_retry(self, state: Any) -> None:

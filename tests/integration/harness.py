@@ -120,3 +120,12 @@ def result_named_by_state(client: redis.Redis, keys: Keys, lane: int, job_id: st
     entry_id = state.split(b" ", 1)[1]
     found = client.xrange(keys.results(lane), entry_id, entry_id)
     return decode_result(found[0][1]).id if found else None
+
+
+def run_burst_worker(url: str, namespace: str, tmp_path: Path, name: str = "r") -> None:
+    """Run a ``--burst`` worker until the backlog is empty; it must exit 0."""
+    worker = WorkerProcess(url, namespace, tmp_path, "--burst", name=name)
+    try:
+        assert worker.wait(120) == 0, worker.log[-3000:]
+    finally:
+        worker.stop()

@@ -42,7 +42,13 @@ from fabric_worker.wire.entries import (
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import GROUP, Keys
 from producers import FabricClient, Job
-from tests.integration.harness import WorkerProcess, num_pending, num_results, wait_until
+from tests.integration.harness import (
+    WorkerProcess,
+    num_pending,
+    num_results,
+    run_burst_worker,
+    wait_until,
+)
 from tests.integration.worker.test_worker import LANES, VOCAB, assert_exactly_once, ragged_jobs
 
 pytestmark = pytest.mark.integration
@@ -225,14 +231,11 @@ def test_redis_outage_past_the_budget_exits_4_within_5_s_and_leaves_work_pending
     assert code == 4, worker.log[-3000:]
     assert exited_at - stopped_at - budget_s < 5.0, worker.log[-3000:]
     assert "fatal: broker lost" in worker.log
+    assert f"Redis unreachable for {budget_s:g} s" in worker.log
     # What it held stays pending, and another worker finishes it exactly once.
     own_redis_server.start()
     assert num_pending(client, keys, LANES) > 0
-    rescuer = WorkerProcess(own_redis_server.url, keys.namespace, tmp_path, "--burst", name="r")
-    try:
-        assert rescuer.wait(120) == 0, rescuer.log[-3000:]
-    finally:
-        rescuer.stop()
+    run_burst_worker(own_redis_server.url, keys.namespace, tmp_path)
     assert_exactly_once(client, keys, jobs)
 
 
@@ -309,11 +312,7 @@ def test_engine_fatal_exits_3_within_5_s_and_its_jobs_finish_on_another_worker(
     assert 0 < num_results(client, keys, LANES) < len(jobs)
     left = held_job_ids(client, keys, "doomed")
     assert left and num_pending(client, keys, LANES) == len(left)
-    rescuer = WorkerProcess(redis_server.url, keys.namespace, tmp_path, "--burst", name="r")
-    try:
-        assert rescuer.wait(120) == 0, rescuer.log[-3000:]
-    finally:
-        rescuer.stop()
+    run_burst_worker(redis_server.url, keys.namespace, tmp_path)
     assert_exactly_once(client, keys, jobs)
     assert {r.worker for _, r in results(client, keys) if r.id in left} == {"r"}
 
