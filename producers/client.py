@@ -33,7 +33,15 @@ from fabric_worker.broker.transient import is_transient
 from fabric_worker.wire.entries import encode_job
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import Keys
-from producers.validation import InvalidJobsError, Job, JobError, LanedJob, validate_job
+from producers.batches import BatchMethods
+from producers.validation import (
+    InvalidJobsError,
+    Job,
+    JobError,
+    LanedJob,
+    check_batch,
+    validate_job,
+)
 
 T = TypeVar("T")
 
@@ -48,6 +56,7 @@ class SubmitReport:
     num_submitted: int = 0
     num_duplicates: int = 0
     duplicate_ids: list[str] = field(default_factory=list)
+    batch: str | None = None  # a duplicate stays in the batch it first came with
 
 
 def _script_job(job: LanedJob) -> ScriptJob:
@@ -70,8 +79,8 @@ class RedisMemoryError(BackpressureError):
     Each job's script was refused whole: no job is half written."""
 
 
-class FabricClient:
-    """Submit-and-exit producer client for one namespace."""
+class FabricClient(BatchMethods):
+    """Submit-and-exit producer client for one namespace; batches: :class:`BatchMethods`."""
 
     def __init__(
         self,
@@ -120,30 +129,40 @@ class FabricClient:
     def result(self, job_id: str) -> Lookup:
         return self.results([job_id])[0]
 
-    def validate(self, jobs: Iterable[Job]) -> list[LanedJob]:
+    def validate(self, jobs: Iterable[Job], *, batch: str | None = None) -> list[LanedJob]:
         """Validate every job; raises InvalidJobsError listing each bad one."""
         now = time.time()
         laned: list[LanedJob] = []
         errors: list[JobError] = []
+        if batch is not None:
+            check_batch(batch)
         for index, job in enumerate(jobs):
             try:
-                laned.append(validate_job(job, self.config, submitted_at=now))
+                laned.append(validate_job(job, self.config, submitted_at=now, batch=batch))
             except JobError as exc:
                 errors.append(JobError(exc.reason, index))
         if errors:
             raise InvalidJobsError(errors)
         return laned
 
-    def submit(self, jobs: Iterable[Job]) -> SubmitReport:
+    def submit(self, jobs: Iterable[Job], *, batch: str | None = None) -> SubmitReport:
         """Validate all jobs, then enqueue them. Nothing is written if any is
         invalid. Waits (with backoff) while a lane is at its backlog cap, up to
         ``backpressure_timeout_s``, then raises BackpressureError; so while
-        Redis is out of memory, then RedisMemoryError."""
-        return self.submit_laned(self.validate(jobs))
+        Redis is out of memory, then RedisMemoryError.
+
+        With ``batch``, every new job joins that batch (see :mod:`producers.batches`);
+        a job id already known stays in the batch it first came with. A
+        cancelled batch takes no jobs: BatchCancelledError."""
+        return self.submit_laned(self.validate(jobs, batch=batch))
 
     def submit_laned(self, laned: list[LanedJob]) -> SubmitReport:
-        """Enqueue jobs already validated by :meth:`validate`."""
-        report = SubmitReport(ids=[job.entry.id for job in laned])
+        """Enqueue jobs already validated by :meth:`validate` (all of one batch, or none)."""
+        batches = {job.entry.batch for job in laned}
+        if len(batches) > 1:
+            raise ValueError(f"one submit takes jobs of one batch, got {sorted(map(str, batches))}")
+        batch = batches.pop() if batches else None
+        report = SubmitReport(ids=[job.entry.id for job in laned], batch=batch)
         nonce = uuid.uuid4().hex[:16]
         # An id given twice in one call is a duplicate of its first occurrence;
         # sending both would make the second look like our own retried write.
@@ -162,7 +181,7 @@ class FabricClient:
         def round_trip() -> list[LanedJob]:
             nonlocal pending
             try:
-                pending = self._retrying_call(lambda: self._send(pending, nonce, report))
+                pending = self._retrying_call(lambda: self._send(pending, nonce, report, batch))
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
@@ -211,7 +230,9 @@ class FabricClient:
         )
         return retrying(call)
 
-    def _send(self, jobs: list[LanedJob], nonce: str, report: SubmitReport) -> list[LanedJob]:
+    def _send(
+        self, jobs: list[LanedJob], nonce: str, report: SubmitReport, batch_name: str | None
+    ) -> list[LanedJob]:
         """One pipelined round of script calls. Returns the jobs the backlog cap
         turned away. On a connection error nothing in ``report`` changes, and
         the whole round is sent again: dedupe makes that safe."""
@@ -229,6 +250,7 @@ class FabricClient:
             nonce=nonce,
             replica_acks=self.config.replica_acks,
             replica_ack_timeout_ms=self.config.replica_ack_timeout_ms,
+            batch=batch_name,
         )
         turned_away: list[LanedJob] = []
         for batch, handled in zip(batches, outcomes, strict=True):

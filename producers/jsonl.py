@@ -31,7 +31,9 @@ class LineError:
         return f"line {self.line}: {self.reason}"
 
 
-def parse_line(raw: bytes, config: FleetConfig, submitted_at: float) -> LanedJob:
+def parse_line(
+    raw: bytes, config: FleetConfig, submitted_at: float, batch: str | None = None
+) -> LanedJob:
     """One JSONL line to a validated job. Raises JobError with the reason."""
     if len(raw) > MAX_LINE_BYTES:
         raise JobError(f"line of {len(raw)} bytes exceeds {MAX_LINE_BYTES}")
@@ -39,7 +41,7 @@ def parse_line(raw: bytes, config: FleetConfig, submitted_at: float) -> LanedJob
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise JobError(f"not valid JSON: {exc}") from None
-    return validate_job(job_from_json(obj), config, submitted_at=submitted_at)
+    return validate_job(job_from_json(obj), config, submitted_at=submitted_at, batch=batch)
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
@@ -73,14 +75,15 @@ def validate_file(
 
 
 def iter_chunks(
-    stream: IO[bytes], config: FleetConfig, chunk_size: int
+    stream: IO[bytes], config: FleetConfig, chunk_size: int, *, batch: str | None = None
 ) -> Iterator[tuple[list[LanedJob], int]]:
-    """Yield (validated jobs, bytes read) chunks from a file already validated."""
+    """Yield (validated jobs, bytes read) chunks from a file already validated,
+    every job in ``batch`` if one is given."""
     submitted_at = time.time()
     chunk: list[LanedJob] = []
     num_bytes = 0
     for _number, raw in _lines(stream):
-        chunk.append(parse_line(raw, config, submitted_at))
+        chunk.append(parse_line(raw, config, submitted_at, batch))
         num_bytes += len(raw)
         if len(chunk) >= chunk_size:
             yield chunk, num_bytes

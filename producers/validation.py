@@ -5,13 +5,14 @@ Pure code: a job and the fleet config in, a laned, packed job or a reason out.
 
 from __future__ import annotations
 
+import time
 import uuid
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fabric_worker.wire.entries import MAX_CLASS_CHARS, JobEntry, is_valid_id
+from fabric_worker.wire.entries import MAX_CLASS_CHARS, JobEntry, is_valid_batch, is_valid_id
 from fabric_worker.wire.fleet_config import FleetConfig, padded_cost
 
 JSON_FIELDS = frozenset({"tokens", "max_new_tokens", "id", "class", "end_id"})
@@ -85,8 +86,24 @@ def _pack_prompt(tokens: object, vocab_size: int) -> array[int]:
     return packed
 
 
-def validate_job(job: Job, config: FleetConfig, *, submitted_at: float = 0.0) -> LanedJob:
-    """Check one job against the fleet config. Raises JobError with the reason."""
+def check_batch(name: str) -> str:
+    """Return ``name`` if it can name a batch, else raise JobError."""
+    if not is_valid_batch(name):
+        raise JobError(f"batch {name!r} must be 1 to 128 characters from [A-Za-z0-9._:-]")
+    return name
+
+
+def new_batch_name(now_unix: float) -> str:
+    """A fresh batch name: when it was made, and enough randomness to be unique."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now_unix))
+    return f"batch-{stamp}-{uuid.uuid4().hex[:8]}"
+
+
+def validate_job(
+    job: Job, config: FleetConfig, *, submitted_at: float = 0.0, batch: str | None = None
+) -> LanedJob:
+    """Check one job against the fleet config. Raises JobError with the reason.
+    ``batch`` (already checked by :func:`check_batch`) goes into its header."""
     tokens = _pack_prompt(job.tokens, config.vocab_size)
     lane = config.lane_for(len(tokens))
     if lane is None:
@@ -119,6 +136,7 @@ def validate_job(job: Job, config: FleetConfig, *, submitted_at: float = 0.0) ->
         prefix_class=job.prefix_class,
         end_id=job.end_id,
         submitted_at=submitted_at,
+        batch=batch,
     )
     return LanedJob(lane=lane, cost_tokens=padded_cost(lane, job.max_new_tokens), entry=entry)
 

@@ -20,7 +20,7 @@ import orjson
 import redis
 
 from fabric_worker.broker import scripts, text
-from fabric_worker.wire.entries import MAX_HEADER_BYTES, is_valid_id
+from fabric_worker.wire.entries import MAX_HEADER_BYTES, is_valid_batch, is_valid_id
 from fabric_worker.wire.keys import Keys
 from fabric_worker.wire.replies import ReplayReply
 
@@ -50,6 +50,7 @@ class DeadLetter:
     failed_at: float | None
     original_entry: str
     cost_tokens: int | None
+    batch: str | None = None
 
     @property
     def is_replayable(self) -> bool:
@@ -101,6 +102,7 @@ def parse_dead_letter(lane: int, entry_id: bytes | str, fields: Mapping[Any, Any
         failed_at=_number(_get(fields, "failed_at"), float),
         original_entry=text(_get(fields, "entry") or ""),
         cost_tokens=cost_tokens,
+        batch=header["batch"] if is_valid_batch(header.get("batch")) else None,
     )
 
 
@@ -177,6 +179,7 @@ class DeadLetters:
             letter.entry_id,
             job_id=letter.job_id,
             cost_tokens=letter.cost_tokens or 0,
+            batch=letter.batch,
         )
         reply, detail = scripts.replay_reply(self._replay(keys=call.keys, args=call.args))
         return ReplayResult(letter, _SCRIPT_OUTCOMES[reply], detail)

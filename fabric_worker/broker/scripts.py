@@ -69,17 +69,27 @@ def _state_key(keys: Keys, lane: int, job_id: str | None) -> tuple[str, str]:
     return (keys.job(lane, job_id), "1") if job_id else (keys.backlog(lane), "0")
 
 
+def _record_key(keys: Keys, lane: int, batch: str | None) -> str:
+    """A job's batch record in its lane; the lane's backlog key (which the
+    scripts tell apart) for a job of no batch."""
+    return keys.batch(lane, batch) if batch else keys.backlog(lane)
+
+
 def complete(keys: Keys, lane: int, batch: Sequence[Completion], *, retention_s: int) -> Call:
     """One call for a batch of completions, all of ``lane`` (one cluster slot)."""
     state_keys = []
+    records = []
     args: list[Any] = [GROUP, retention_s]
     for c in batch:
         if c.lane != lane:
             raise ValueError(f"a completion of lane {c.lane} in a batch of lane {lane}")
         state_keys.append(keys.job(lane, c.job_id))
+        records.append(_record_key(keys, lane, c.batch))
         args += [c.entry_id, c.cost_tokens, c.header, c.tokens]
     return Call(
-        "complete", [keys.jobs(lane), keys.results(lane), keys.backlog(lane), *state_keys], args
+        "complete",
+        [keys.jobs(lane), keys.results(lane), keys.backlog(lane), *state_keys, *records],
+        args,
     )
 
 
@@ -89,7 +99,13 @@ def dead_letter(
     state_key, own = _state_key(keys, d.lane, d.job_id)
     return Call(
         "deadletter",
-        [keys.jobs(d.lane), keys.dlq(d.lane), keys.backlog(d.lane), state_key],
+        [
+            keys.jobs(d.lane),
+            keys.dlq(d.lane),
+            keys.backlog(d.lane),
+            state_key,
+            _record_key(keys, d.lane, d.batch),
+        ],
         [
             GROUP,
             d.entry_id,
@@ -118,25 +134,80 @@ def retry(keys: Keys, r: Retry, consumer: str) -> Call:
     return Call("retry", [keys.jobs(r.lane)], [GROUP, consumer, r.entry_id, r.idle_ms])
 
 
-def replay(keys: Keys, lane: int, entry_id: str, *, job_id: str | None, cost_tokens: int) -> Call:
+def replay(
+    keys: Keys,
+    lane: int,
+    entry_id: str,
+    *,
+    job_id: str | None,
+    cost_tokens: int,
+    batch: str | None = None,
+) -> Call:
     state_key, own = _state_key(keys, lane, job_id)
     return Call(
         "replay",
-        [keys.dlq(lane), keys.jobs(lane), keys.backlog(lane), state_key],
+        [
+            keys.dlq(lane),
+            keys.jobs(lane),
+            keys.backlog(lane),
+            state_key,
+            _record_key(keys, lane, batch),
+        ],
         [entry_id, cost_tokens, own],
     )
 
 
 def submit(
-    keys: Keys, lane: int, jobs: Sequence[tuple[str, int, bytes, bytes]], *, cap: int, nonce: str
+    keys: Keys,
+    lane: int,
+    jobs: Sequence[tuple[str, int, bytes, bytes]],
+    *,
+    cap: int,
+    nonce: str,
+    batch: str | None = None,
 ) -> Call:
-    """``jobs``: (id, padded cost, header, packed tokens) of each job, in order."""
-    args: list[Any] = [cap, nonce]
+    """``jobs``: (id, padded cost, header, packed tokens) of each job, in order,
+    all of ``batch`` (or of none)."""
+    args: list[Any] = [cap, nonce, batch or ""]
     for _, cost, header, tokens in jobs:
         args += [cost, header, tokens]
+    index = keys.batches(lane) if batch else keys.backlog(lane)
     return Call(
         "submit",
-        [keys.jobs(lane), keys.backlog(lane), *(keys.job(lane, job[0]) for job in jobs)],
+        [
+            keys.jobs(lane),
+            keys.backlog(lane),
+            _record_key(keys, lane, batch),
+            index,
+            *(keys.job(lane, job[0]) for job in jobs),
+        ],
+        args,
+    )
+
+
+def cancel(
+    keys: Keys,
+    lane: int,
+    batch: str,
+    jobs: Sequence[tuple[str, str, int, bytes]],
+    *,
+    retention_s: int,
+) -> Call:
+    """``jobs``: (entry id, job id, padded cost, cancelled result header) of
+    each of the batch's entries of ``lane``; none just marks the lane."""
+    args: list[Any] = [GROUP, retention_s, batch]
+    for entry_id, _, cost, header in jobs:
+        args += [entry_id, cost, header]
+    return Call(
+        "cancel",
+        [
+            keys.jobs(lane),
+            keys.results(lane),
+            keys.backlog(lane),
+            keys.batch(lane, batch),
+            keys.batches(lane),
+            *(keys.job(lane, job[1]) for job in jobs),
+        ],
         args,
     )
 

@@ -12,11 +12,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
 
 from fabric_worker.broker import scripts
 from fabric_worker.broker.replication import SyncReplicaWriter
 from fabric_worker.broker.transient import ReplicationShortfall
 from fabric_worker.wire.keys import Keys
+
+
+class BatchCancelledError(RuntimeError):
+    """The batch was cancelled: it takes no new jobs."""
+
 
 # One job as the script takes it: id, padded cost, header, packed tokens.
 ScriptJob = tuple[str, int, bytes, bytes]
@@ -39,6 +45,7 @@ class Submitter:
         nonce: str,
         replica_acks: int = 0,
         replica_ack_timeout_ms: int = 1000,
+        batch: str | None = None,
     ) -> list[list[bool]]:
         """Per batch (lane, jobs), in order: for each job handled, True if it
         was enqueued by this call, False if it was a duplicate. A batch's list
@@ -47,10 +54,26 @@ class Submitter:
 
         With ``replica_acks``, every script is followed by WAIT on its own
         connection; fewer replicas than that raise ReplicationShortfall (the
-        caller sends the round again: the nonce makes it count once)."""
+        caller sends the round again: the nonce makes it count once).
+
+        Every job goes into ``batch`` (or none); a cancelled batch raises
+        BatchCancelledError and takes none."""
         calls = [
-            scripts.submit(self.keys, lane, jobs, cap=cap, nonce=nonce) for lane, jobs in batches
+            scripts.submit(self.keys, lane, jobs, cap=cap, nonce=nonce, batch=batch)
+            for lane, jobs in batches
         ]
+        try:
+            return self._run(calls, nonce, replica_acks, replica_ack_timeout_ms)
+        except ResponseError as exc:
+            # A pipeline names the failed command in front of the script's words.
+            _, marker, why = str(exc).partition("BATCHCANCELLED ")
+            if marker:
+                raise BatchCancelledError(why) from None
+            raise
+
+    def _run(
+        self, calls: list[scripts.Call], nonce: str, replica_acks: int, replica_ack_timeout_ms: int
+    ) -> list[list[bool]]:
         if replica_acks:
             replies = self._submit_acked(calls, replica_acks, replica_ack_timeout_ms)
         elif isinstance(self._client, RedisCluster):

@@ -13,6 +13,7 @@ from fabric_worker.wire.keys import Keys
 
 EXIT_CONFIG = 2
 EXIT_REDIS_FULL = 6  # submit: Redis stayed out of memory (worker exits 0-5 are taken)
+EXIT_WAIT_TIMEOUT = 7  # batch wait: jobs still unfinished at --timeout
 
 
 class Context:

@@ -15,6 +15,7 @@ from fabric_worker.broker.memory import memory
 from fabric_worker.broker.namespace import init_namespace, load_config
 from fabric_worker.broker.results import ensure_result_groups, read_results
 from fabric_worker.broker.transient import ride_out
+from fabric_worker.cli.batch import batch_name
 from fabric_worker.cli.context import EXIT_CONFIG, Context, pass_context
 from fabric_worker.wire.entries import EntryError, result_json
 from fabric_worker.wire.fleet_config import (
@@ -139,8 +140,23 @@ def init(
     show_default=True,
     help="How long to wait while a lane is at its backlog cap.",
 )
+@click.option(
+    "--batch",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="NAME",
+    callback=batch_name,
+    help="Put every new job in batch NAME (a name is made and printed if NAME is left out).",
+)
 @pass_context
-def submit(ctx: Context, file: IO[bytes], chunk_size: int, backpressure_timeout_s: float) -> None:
+def submit(
+    ctx: Context,
+    file: IO[bytes],
+    chunk_size: int,
+    backpressure_timeout_s: float,
+    batch: str | None,
+) -> None:
     """Submit jobs from a JSONL FILE ('-' for stdin) and exit.
 
     One job per line: {"tokens": [...], "max_new_tokens": N, "id": ..., "class": ...,
@@ -164,12 +180,13 @@ def submit(ctx: Context, file: IO[bytes], chunk_size: int, backpressure_timeout_
     stream.seek(0)
     num_submitted = num_duplicates = 0
     with _progress(show, size, "submitting") as bar:
-        for chunk, num_bytes in iter_chunks(stream, config, chunk_size):
+        for chunk, num_bytes in iter_chunks(stream, config, chunk_size, batch=batch):
             report = client.submit_laned(chunk)
             num_submitted += report.num_submitted
             num_duplicates += report.num_duplicates
             bar(num_bytes)
-    click.echo(f"submitted {num_submitted}, duplicates {num_duplicates}")
+    in_batch = f" in batch {batch}" if batch is not None else ""
+    click.echo(f"submitted {num_submitted}, duplicates {num_duplicates}{in_batch}")
 
 
 @click.command()

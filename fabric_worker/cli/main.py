@@ -8,9 +8,11 @@ import sys
 import click
 
 from fabric_worker.broker.client import AuthError, RefusedError
+from fabric_worker.broker.submit import BatchCancelledError
 from fabric_worker.broker.transient import TRANSIENT_ERRORS, ReplicationShortfall
 from fabric_worker.cli.acl import acl
 from fabric_worker.cli.admin import dlq
+from fabric_worker.cli.batch import batch
 from fabric_worker.cli.context import EXIT_CONFIG, EXIT_REDIS_FULL
 from fabric_worker.cli.engine import engine
 from fabric_worker.cli.fleet import autoscale, health, top
@@ -31,6 +33,7 @@ for command in (
     top,
     autoscale,
     dlq,
+    batch,
     acl,
     engine,
 ):
@@ -55,6 +58,9 @@ def main() -> None:
     except RedisMemoryError as exc:  # before BackpressureError, its base
         click.echo(f"error: {exc}", err=True)
         sys.exit(EXIT_REDIS_FULL)
+    except BatchCancelledError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_CONFIG)
     except BackpressureError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)

@@ -200,10 +200,17 @@ class Dispatcher:
             submitted_at=held.job.submitted_at,
             started_at=held.claimed_at,
             finished_at=now_unix,
+            batch=held.job.batch,
         )
         fields = encode_result(result)
         return Completion(
-            held.lane, held.entry_id, held.job.id, held.cost_tokens, fields["h"], fields["t"]
+            held.lane,
+            held.entry_id,
+            held.job.id,
+            held.cost_tokens,
+            fields["h"],
+            fields["t"],
+            held.job.batch,
         )
 
     def _failed(self, held: Held, error: str, finished: Finished) -> None:
@@ -220,6 +227,7 @@ class Dispatcher:
                     reason=reason,
                     deliveries=held.deliveries,
                     error=error,
+                    batch=held.job.batch,
                 )
             )
             self.counts.dead_lettered += 1

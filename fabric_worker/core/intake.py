@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from fabric_worker.core.admission import admission_cost
 from fabric_worker.wire.claims import Claimed, DeadLetter, HandBack
-from fabric_worker.wire.entries import EntryError, JobEntry, decode_job, peek_id
+from fabric_worker.wire.entries import EntryError, JobEntry, decode_job, peek_batch, peek_id
 from fabric_worker.wire.fleet_config import padded_cost
 
 
@@ -44,7 +44,8 @@ Verdict = Accepted | DeadLetter | HandBack
 
 
 def _dead(c: Claimed, reason: str, *, job_id: str | None, cost_tokens: int = 0) -> DeadLetter:
-    return DeadLetter(c.lane, c.entry_id, job_id, cost_tokens, reason, c.deliveries)
+    batch = peek_batch(c.fields) if c.fields else None
+    return DeadLetter(c.lane, c.entry_id, job_id, cost_tokens, reason, c.deliveries, batch=batch)
 
 
 def _unservable(c: Claimed, limits: Limits) -> tuple[str, JobEntry | None]:

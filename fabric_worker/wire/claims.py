@@ -30,6 +30,7 @@ class Completion:
     cost_tokens: int
     header: bytes
     tokens: bytes
+    batch: str | None = None  # its batch's counts move with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class DeadLetter:
     reason: str
     deliveries: int
     error: str = ""
+    batch: str | None = None  # its batch counts it dead
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,11 @@ def is_valid_id(job_id: str) -> bool:
     return bool(_ID_RE.fullmatch(job_id))
 
 
+def is_valid_batch(name: object) -> bool:
+    """A batch name is part of key names, so it takes the id rules."""
+    return isinstance(name, str) and bool(_ID_RE.fullmatch(name))
+
+
 # --- tokens -----------------------------------------------------------------
 
 
@@ -83,6 +88,7 @@ class JobEntry:
     prefix_class: str | None = None
     end_id: int | None = None
     submitted_at: float = 0.0
+    batch: str | None = None
 
 
 def encode_job(entry: JobEntry) -> dict[str, bytes]:
@@ -95,6 +101,8 @@ def encode_job(entry: JobEntry) -> dict[str, bytes]:
         "end_id": entry.end_id,
         "submitted_at": entry.submitted_at,
     }
+    if entry.batch is not None:  # absent, not null: a job of no batch keeps its bytes
+        header["batch"] = entry.batch
     return {"h": orjson.dumps(header), "t": pack_tokens(entry.tokens)}
 
 
@@ -173,6 +181,9 @@ def decode_job(fields: Mapping[Any, Any], *, vocab_size: int, max_prompt_tokens:
     submitted_at = header.get("submitted_at", 0.0)
     if not isinstance(submitted_at, int | float) or isinstance(submitted_at, bool):
         raise EntryError("submitted_at must be a number")
+    batch = header.get("batch")
+    if batch is not None and not is_valid_batch(batch):
+        raise EntryError(f"batch {batch!r} is not 1 to 128 characters from [A-Za-z0-9._:-]")
     return JobEntry(
         id=job_id,
         tokens=tokens,
@@ -180,6 +191,7 @@ def decode_job(fields: Mapping[Any, Any], *, vocab_size: int, max_prompt_tokens:
         prefix_class=prefix_class,
         end_id=end_id,
         submitted_at=float(submitted_at),
+        batch=batch,
     )
 
 
@@ -194,6 +206,17 @@ def peek_id(fields: Mapping[Any, Any]) -> str | None:
         return None
     job_id = header.get("id") if isinstance(header, dict) else None
     return job_id if isinstance(job_id, str) and is_valid_id(job_id) else None
+
+
+def peek_batch(fields: Mapping[Any, Any]) -> str | None:
+    """Best-effort batch of an entry that failed to decode (its counts)."""
+    try:
+        raw = _field(fields, "h")
+        header = orjson.loads(raw) if len(raw) <= MAX_HEADER_BYTES else None
+    except (EntryError, orjson.JSONDecodeError):
+        return None
+    batch = header.get("batch") if isinstance(header, dict) else None
+    return batch if is_valid_batch(batch) else None
 
 
 # --- results ----------------------------------------------------------------
@@ -212,6 +235,7 @@ class ResultEntry:
     started_at: float
     finished_at: float
     error: str | None = None
+    batch: str | None = None
 
 
 def encode_result(result: ResultEntry) -> dict[str, bytes]:
@@ -226,6 +250,8 @@ def encode_result(result: ResultEntry) -> dict[str, bytes]:
         "finished_at": result.finished_at,
         "error": result.error,
     }
+    if result.batch is not None:
+        header["batch"] = result.batch
     return {"h": orjson.dumps(header), "t": pack_tokens(result.tokens)}
 
 
@@ -244,6 +270,7 @@ def decode_result(fields: Mapping[Any, Any]) -> ResultEntry:
             started_at=float(header["started_at"]),
             finished_at=float(header["finished_at"]),
             error=header.get("error"),
+            batch=header.get("batch") if is_valid_batch(header.get("batch")) else None,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise EntryError(f"result header is missing or has a bad field: {exc}") from None
@@ -262,4 +289,5 @@ def result_json(result: ResultEntry) -> dict[str, Any]:
         "started_at": result.started_at,
         "finished_at": result.finished_at,
         "latency_s": round(result.finished_at - result.submitted_at, 6),
+        **({"batch": result.batch} if result.batch is not None else {}),
     }

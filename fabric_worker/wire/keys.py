@@ -60,3 +60,11 @@ class Keys:
 
     def job(self, lane: int, job_id: str) -> str:
         return f"{self._lane(lane)}:job:{job_id}"
+
+    def batch(self, lane: int, name: str) -> str:
+        """A batch's record in this lane (hash: counts, created, finished)."""
+        return f"{self._lane(lane)}:batch:{name}"
+
+    def batches(self, lane: int) -> str:
+        """The batches with jobs in this lane: sorted set scored by creation time."""
+        return f"{self._lane(lane)}:batches"

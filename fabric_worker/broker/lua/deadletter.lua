@@ -3,13 +3,14 @@
 --
 -- KEYS[1] jobs stream   KEYS[2] dead-letter stream
 -- KEYS[3] backlog       KEYS[4] job-state key (any key of the lane if the id is unknown)
+-- KEYS[5] the job's batch record in this lane (the backlog key for no batch)
 -- ARGV[1] group  ARGV[2] entry id  ARGV[3] padded cost (0 if unknown)
 -- ARGV[4] retention s  ARGV[5] reason  ARGV[6] deliveries  ARGV[7] last error
 -- ARGV[8] worker  ARGV[9] now (unix s)  ARGV[10] "1" if KEYS[4] is the job's own key
 --
 -- Returns "dead" (moved), "done" (finished elsewhere meanwhile: acked and deleted) or
 -- "gone" (the entry no longer exists: only acked).
--- include: settle, state, fields
+-- include: settle, state, fields, batch
 local own_key = ARGV[10] == '1'
 local state = false
 if own_key then state = redis.call('GET', KEYS[4]) end
@@ -39,4 +40,6 @@ if own_key then
 end
 ack_and_delete(KEYS[1], ARGV[1], ARGV[2])
 if state then release_backlog(KEYS[3], ARGV[3]) end
+-- Counted only where the job's own state went from queued to dead.
+if state and KEYS[5] ~= KEYS[3] then batch_settle(KEYS[5], 'dead', ARGV[4]) end
 return 'dead'

@@ -3,6 +3,7 @@
 --
 -- KEYS[1] dead-letter stream   KEYS[2] jobs stream
 -- KEYS[3] backlog              KEYS[4] job-state key (any key of the lane if the id is unknown)
+-- KEYS[5] the job's batch record in this lane (the backlog key for no batch)
 -- ARGV[1] dead-letter entry id  ARGV[2] padded cost (0 if unknown)
 -- ARGV[3] "1" if KEYS[4] is the job's own key
 --
@@ -12,7 +13,7 @@
 -- Returns {"replayed", new entry id}; {"gone"} if the dead letter no longer
 -- exists; {"done"} or {"queued", state} if the job was meanwhile completed or
 -- submitted again (then nothing changes: a replay would only duplicate work).
--- include: state, fields
+-- include: state, fields, batch
 local found = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1])
 if #found == 0 then
   return {'gone'}
@@ -34,6 +35,13 @@ if own_key then
   -- Same shape as submit.lua's state, so submit dedupes it and complete and
   -- requeue handle it; no expiry while queued.
   redis.call('SET', KEYS[4], queued_state(new_id, 'replay'))
+  -- Dead (or expired: then so is the record, and nothing is counted) back
+  -- to queued: the batch has one job fewer dead, and is not finished.
+  if KEYS[5] ~= KEYS[3] and is_record(KEYS[5]) then
+    redis.call('HINCRBY', KEYS[5], 'dead', -1)
+    redis.call('HDEL', KEYS[5], 'finished')
+    redis.call('PERSIST', KEYS[5])
+  end
 end
 local cost = tonumber(ARGV[2])
 if cost > 0 then

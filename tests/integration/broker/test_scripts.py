@@ -469,11 +469,9 @@ def test_submit_stops_at_the_first_job_over_the_cap(redis_client: redis.Redis, k
     fields = [raw_job(n) for n in names]
 
     def call(jobs: list[int], cap: int, nonce: str) -> list[bytes]:
-        keys_ = [keys.jobs(LANE), keys.backlog(LANE), *(keys.job(LANE, names[i]) for i in jobs)]
-        args: list[Any] = [cap, nonce]
-        for i in jobs:
-            args += [costs[i], fields[i]["h"], fields[i]["t"]]
-        return script(keys=keys_, args=args)  # type: ignore[no-any-return]
+        batch = [(names[i], costs[i], fields[i]["h"], fields[i]["t"]) for i in jobs]
+        c = scripts.submit(keys, LANE, batch, cap=cap, nonce=nonce)
+        return script(keys=c.keys, args=c.args)  # type: ignore[no-any-return]
 
     [first] = call([0], 200, "n1")
     a_id = first.split()[1]

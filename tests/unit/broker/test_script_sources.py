@@ -24,7 +24,16 @@ DEFINED = {
 
 
 def test_every_script_is_there() -> None:
-    assert SCRIPTS == ["complete", "deadletter", "renew", "replay", "requeue", "retry", "submit"]
+    assert SCRIPTS == [
+        "cancel",
+        "complete",
+        "deadletter",
+        "renew",
+        "replay",
+        "requeue",
+        "retry",
+        "submit",
+    ]
 
 
 @pytest.mark.parametrize("name", SCRIPTS)

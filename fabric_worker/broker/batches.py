@@ -1,0 +1,224 @@
+"""Batches: read their counts, list, cancel, read back their results, delete.
+
+Each lane keeps its own record of a batch (``Keys.batch``), moved by the
+scripts that change a job's state; here the lanes are read in one pipeline
+and summed (:func:`fabric_worker.wire.batch_record.sum_lanes`). A cancel
+marks every lane first, so no late job slips in, then scans each lane's jobs
+stream (only unfinished entries are there) and runs ``cancel.lua`` on the
+batch's entries, a chunk at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import orjson
+from redis.cluster import RedisCluster
+
+from fabric_worker.broker import scripts, text
+from fabric_worker.broker.dlq import parse_dead_letter
+from fabric_worker.wire.batch_record import BatchCounts, lane_counts, sum_lanes
+from fabric_worker.wire.entries import (
+    MAX_HEADER_BYTES,
+    EntryError,
+    ResultEntry,
+    decode_result,
+    encode_result,
+    result_json,
+)
+from fabric_worker.wire.keys import Keys
+
+CHUNK = 500  # entries read and cancelled per call: bounded work per script
+
+
+def status(
+    client: Any, keys: Keys, lanes: Sequence[int], names: Sequence[str]
+) -> list[BatchCounts | None]:
+    """Each batch's counts summed over ``lanes`` (None: unknown or expired);
+    one HGETALL per lane per batch, in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        for lane in lanes:
+            pipe.hgetall(keys.batch(lane, name))
+    raw = pipe.execute() if names else []
+    out = []
+    for i, name in enumerate(names):
+        row = raw[i * len(lanes) : (i + 1) * len(lanes)]
+        out.append(sum_lanes(name, (lane_counts(name, r) for r in row)))
+    return out
+
+
+def names(client: Any, keys: Keys, lanes: Sequence[int]) -> list[str]:
+    """Names in the lanes' batch indexes, oldest first (expired ones too:
+    :func:`list_batches` drops those)."""
+    pipe = client.pipeline(transaction=False)
+    for lane in lanes:
+        pipe.zrange(keys.batches(lane), 0, -1, withscores=True)
+    created: dict[str, float] = {}
+    for reply in pipe.execute():
+        for member, score in reply:
+            name = text(member)
+            created[name] = min(score, created.get(name, score))
+    return sorted(created, key=lambda n: (created[n], n))
+
+
+def list_batches(client: Any, keys: Keys, lanes: Sequence[int]) -> list[BatchCounts]:
+    """Every batch whose record is still kept, oldest first."""
+    found = names(client, keys, lanes)
+    return [c for c in status(client, keys, lanes, found) if c is not None]
+
+
+def _header(fields: dict[Any, Any]) -> dict[str, Any]:
+    raw = fields.get(b"h", fields.get("h"))
+    if not isinstance(raw, bytes | str) or len(raw) > MAX_HEADER_BYTES:
+        return {}
+    try:
+        header = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {}
+    return header if isinstance(header, dict) else {}
+
+
+def _run(client: Any, script: Any, calls: list[scripts.Call]) -> list[Any]:
+    if isinstance(client, RedisCluster):  # scripts are not pipelined on a cluster
+        return [script(keys=c.keys, args=c.args) for c in calls]
+    pipe = client.pipeline(transaction=False)
+    for c in calls:
+        script(keys=c.keys, args=c.args, client=pipe)
+    return list(pipe.execute())
+
+
+def _cancelled_header(header: dict[str, Any], name: str, now_unix: float) -> bytes:
+    submitted = header.get("submitted_at", 0.0)
+    submitted_at = float(submitted) if isinstance(submitted, int | float) else 0.0
+    result = ResultEntry(
+        id=str(header["id"]),
+        tokens=[],
+        finish_reason="cancelled",
+        deliveries=0,
+        worker="",
+        submitted_at=submitted_at,
+        started_at=now_unix,
+        finished_at=now_unix,
+        error="batch cancelled",
+        batch=name,
+    )
+    return encode_result(result)["h"]
+
+
+def cancel(client: Any, keys: Keys, lanes: Sequence[int], name: str, *, retention_s: int) -> int:
+    """Cancel the batch's unfinished jobs; returns how many this call cancelled.
+
+    Every lane is marked first (submit refuses the batch from then on), so a
+    job that got in before its lane was marked is still in the stream when
+    the scan reaches it."""
+    script = scripts.register(client, "cancel")
+    marks = [scripts.cancel(keys, lane, name, [], retention_s=retention_s) for lane in lanes]
+    _run(client, script, marks)
+    num_cancelled = 0
+    for lane in lanes:
+        start = "-"
+        while True:
+            page = client.xrange(keys.jobs(lane), start, "+", count=CHUNK)
+            if not page:
+                break
+            start = "(" + text(page[-1][0])
+            now = time.time()
+            jobs = []
+            for entry_id, fields in page:
+                header = _header(fields)
+                max_new = header.get("max_new_tokens")
+                if header.get("batch") != name or not isinstance(header.get("id"), str):
+                    continue
+                cost = lane + max_new if isinstance(max_new, int) and max_new > 0 else 0
+                jobs.append(
+                    (text(entry_id), header["id"], cost, _cancelled_header(header, name, now))
+                )
+            if jobs:
+                call = scripts.cancel(keys, lane, name, jobs, retention_s=retention_s)
+                replies = _run(client, script, [call])[0]
+                num_cancelled += sum(text(r) == "cancelled" for r in replies)
+    return num_cancelled
+
+
+def delete(client: Any, keys: Keys, lanes: Sequence[int], name: str) -> BatchCounts | None:
+    """Remove a finished batch's records and index entries (its results stay
+    until their retention). Raises ValueError for a batch still running."""
+    (counts,) = status(client, keys, lanes, [name])
+    if counts is None:
+        return None
+    if not counts.is_finished:
+        raise ValueError(
+            f"batch {name!r} has {counts.num_left} job(s) still queued or running; "
+            "wait for it or cancel it first"
+        )
+    pipe = client.pipeline(transaction=False)
+    for lane in lanes:
+        pipe.delete(keys.batch(lane, name))
+        pipe.zrem(keys.batches(lane), name)
+    pipe.execute()
+    return counts
+
+
+def _scan(client: Any, stream: str, since_ms: int) -> Iterator[tuple[str, dict[Any, Any]]]:
+    start = f"{since_ms}-0"
+    while True:
+        page = client.xrange(stream, start, "+", count=CHUNK)
+        if not page:
+            return
+        for entry_id, fields in page:
+            yield text(entry_id), fields
+        start = "(" + text(page[-1][0])
+
+
+def _order(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def results(
+    client: Any, keys: Keys, lanes: Sequence[int], counts: BatchCounts
+) -> list[dict[str, Any]]:
+    """Every result of the batch once, dead letters included with their
+    reasons, in finish order (the time each was written; lanes merged).
+
+    Read from each lane's results and dead-letter streams from the batch's
+    creation time, kept where the header names the batch."""
+    since_ms = int((counts.created or 0) * 1000)
+    found: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    seen: set[str] = set()
+    for lane in lanes:
+        for entry_id, fields in _scan(client, keys.results(lane), since_ms):
+            if _header(fields).get("batch") != counts.name:
+                continue
+            try:
+                result = decode_result(fields)
+            except EntryError:
+                continue
+            if result.id not in seen:
+                seen.add(result.id)
+                # A user's cancel is a result too, told apart by its finish reason.
+                state = "cancelled" if result.finish_reason == "cancelled" else "done"
+                doc = {**result_json(result), "state": state, "lane": lane}
+                found.append((_order(entry_id), doc))
+    dead: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    for lane in lanes:
+        for entry_id, fields in _scan(client, keys.dlq(lane), since_ms):
+            letter = parse_dead_letter(lane, entry_id, fields)
+            if letter.batch != counts.name or letter.job_id is None or letter.job_id in seen:
+                continue
+            seen.add(letter.job_id)
+            doc = {
+                "id": letter.job_id,
+                "state": "dead",
+                "lane": lane,
+                "batch": counts.name,
+                "reason": letter.reason,
+                "error": letter.error,
+                "deliveries": letter.deliveries,
+                "failed_at": letter.failed_at,
+            }
+            dead.append((_order(entry_id), doc))
+    return [doc for _, doc in sorted(found + dead, key=lambda item: item[0])]
