@@ -182,3 +182,48 @@ def test_autoscaler_reads_backlog_and_heartbeats_from_a_cluster(
     finally:
         scaler.terminate()
         scaler.wait(30)
+
+
+def test_a_batch_spans_slots_and_its_counts_sum_over_them(
+    cluster: RedisClusterServers, tmp_path: Path
+) -> None:
+    namespace = "clb"
+    url = cluster.url
+    init = fabric(
+        url, namespace, "init", "--lanes", ",".join(map(str, LANES)), "--max-seq-len", "1024"
+    )
+    assert init.returncode == 0, init.stderr
+    client = connect(url)
+    keys = Keys(namespace)
+    for lane in LANES:  # a batch's record and index live in their lane's slot
+        assert client.keyslot(keys.batch(lane, "b")) == client.keyslot(keys.jobs(lane))
+        assert client.keyslot(keys.batches(lane)) == client.keyslot(keys.jobs(lane))
+    jobs = b"".join(
+        orjson.dumps({"tokens": [1] * (lane - 1), "max_new_tokens": 4, "id": f"j{lane}"}) + b"\n"
+        for lane in LANES
+    )
+    assert fabric(url, namespace, "submit", "-", "--batch", "spread", stdin=jobs).returncode == 0
+    held = b"".join(
+        orjson.dumps({"tokens": [2] * (lane - 1), "max_new_tokens": 4, "id": f"k{lane}"}) + b"\n"
+        for lane in LANES[:2]
+    )
+    worker = WorkerProcess(url, namespace, tmp_path, "--burst", name="cb")
+    try:
+        assert worker.wait(120) == 0, worker.log[-3000:]
+    finally:
+        worker.stop()
+    # Queued after the worker left: cancelled with no worker running.
+    assert fabric(url, namespace, "submit", "-", "--batch", "halt", stdin=held).returncode == 0
+    cancelled = fabric(url, namespace, "batch", "cancel", "halt")
+    assert b"cancelled 2 job(s)" in cancelled.stdout, cancelled.stderr
+    waited = fabric(url, namespace, "batch", "wait", "spread", "--timeout", "30")
+    assert waited.returncode == 0, waited.stderr
+    assert b"total 4, done 4, dead 0, cancelled 0, left 0" in waited.stdout
+    status = orjson.loads(fabric(url, namespace, "batch", "status", "halt", "--json").stdout)
+    assert (status["total"], status["cancelled"], status["is_cancelled"]) == (2, 2, True)
+    results = fabric(url, namespace, "batch", "results", "spread").stdout.splitlines()
+    assert sorted(orjson.loads(x)["lane"] for x in results) == list(LANES)
+    listed = fabric(url, namespace, "batch", "list", "--json").stdout.splitlines()
+    assert [orjson.loads(x)["batch"] for x in listed] == ["spread", "halt"]
+    assert fabric(url, namespace, "batch", "delete", "spread").returncode == 0
+    client.close()
