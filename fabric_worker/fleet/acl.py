@@ -85,11 +85,21 @@ class RoleRule:
 
 # What each role itself calls, beyond _EVERY_CLIENT (and _SCRIPTS if it runs any).
 _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
-    # load_config; then submit.lua calls GET, XADD, SET, INCRBY.
-    Role.PRODUCER: ("hgetall", "get", "set", "xadd", "incrby"),
+    # load_config; then submit.lua calls GET, XADD, SET, INCRBY, and on a
+    # batch's record HEXISTS, HSETNX, HGET, HDEL, PERSIST, HINCRBY, ZADD, TIME.
+    # `fabric batch status|list` read the records (HGETALL, ZRANGE); `batch
+    # cancel` scans the jobs streams (XRANGE) and runs cancel.lua, which also
+    # writes a result per job (XADD), XACKs and XDELs the
+    # entry, releases its backlog and counts it (HSET, HMGET, TYPE, EXPIRE).
+    Role.PRODUCER: (
+        *("hgetall", "get", "set", "xadd", "incrby", "hexists", "hsetnx", "hget", "hdel"),
+        *("hset", "hmget", "hincrby", "persist", "expire", "type", "zadd", "zrange", "time"),
+        *("xack", "xdel", "decrby"),
+    ),
     # The Broker's own calls, then what complete/deadletter/renew/requeue/
     # retry.lua call (GET, SET, XADD, XACK, XDEL, XRANGE, XPENDING, XCLAIM,
-    # DECRBY). Workers never create groups: `fabric init` does.
+    # DECRBY; on a batch's record TYPE, HINCRBY, HMGET, HSET, EXPIRE, TIME).
+    # Workers never create groups: `fabric init` does.
     Role.WORKER: (
         "hgetall",
         "xreadgroup",
@@ -110,6 +120,7 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
         "expire",
         "zadd",
         "zremrangebyscore",  # forgetting names silent for an hour
+        *("type", "hincrby", "hmget", "time"),
     ),
     # `fabric results`: a group of its own per reader, on the results streams
     # (recreated by --from-start); TIME for `fabric top` and `fabric health`;
@@ -127,7 +138,10 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
 }
 # The reader's selector: what `fabric inspect`, `top`, `health`, `autoscale`
 # and load_config read, read-only.
+# Batch records and indexes are read by the same HGETALL and ZRANGE.
 _READER_METADATA = ("hgetall", "get", "xlen", "xinfo|groups", "xinfo|consumers", "zrange")
+# `fabric batch results` reads the dead letters of a batch with their reasons.
+_READER_DEAD_LETTERS = ("xrange",)
 _RUNS_SCRIPTS = {Role.PRODUCER, Role.WORKER}
 
 
@@ -145,8 +159,14 @@ def _grants(role: Role, namespace: str, extra: tuple[str, ...]) -> tuple[Grant, 
             f"~{ns}:*:jobs",
             f"~{ns}:*:backlog",
             f"~{ns}:*:job:*",
+            f"~{ns}:*:batch:*",
+            f"~{ns}:*:batches",
+            # cancel.lua writes results, and EVALSHA needs every key it is
+            # given in one grant; a producer still reads none (no XRANGE here).
+            f"~{ns}:*:results",
         )
-        return (Grant(commands, keys),)
+        # `batch cancel` scans the jobs streams for the batch's entries.
+        return (Grant(commands, keys), Grant(("xrange",), (f"%R~{ns}:*:jobs",)))
     if role is Role.WORKER:
         keys = (
             f"%R~{ns}:config",
@@ -157,11 +177,13 @@ def _grants(role: Role, namespace: str, extra: tuple[str, ...]) -> tuple[Grant, 
             f"~{ns}:*:job:*",
             f"~{ns}:worker:*",
             f"~{ns}:workers",
+            f"~{ns}:*:batch:*",
         )
         return (Grant(commands, keys),)
     return (
         Grant(commands, (f"~{ns}:*:results",)),
         Grant(_READER_METADATA, (f"%R~{ns}:*",)),
+        Grant(_READER_DEAD_LETTERS, (f"%R~{ns}:*:dlq",)),
     )
 
 

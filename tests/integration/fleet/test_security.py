@@ -169,6 +169,42 @@ def test_each_role_does_its_part_under_its_acl_user(
         assert admin.zscore(KEYS.workers, "long-gone") is None  # pruned by the worker
 
 
+def test_each_role_does_its_batch_part_under_its_acl_user(
+    acl_server: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = acl_server.port
+    producer, reader = role_url(port, Role.PRODUCER), role_url(port, Role.READER)
+    with admin_client(acl_server) as admin:
+        admin.acl_log_reset()
+    for name, prefix in (("served", "bs"), ("stopped", "bc")):
+        sent = fabric(producer, "submit", "-", "--batch", name, stdin=jsonl(prefix, 3, poison=True))
+        assert sent.returncode == 0, sent.stderr
+    cancelled = fabric(producer, "batch", "cancel", "stopped")
+    assert "cancelled 4 job(s)" in cancelled.stdout, cancelled.stderr
+    monkeypatch.setenv("FABRIC_REDIS_USERNAME", "fabric-worker")
+    monkeypatch.setenv("FABRIC_REDIS_PASSWORD", PASSWORDS[Role.WORKER])
+    worker = WorkerProcess(
+        url_for(port), NS, tmp_path, "--burst", "--fault", f"poison_token={POISON}"
+    )
+    try:
+        assert worker.wait(60) == 0, worker.log
+    finally:
+        worker.stop()
+    waited = fabric(producer, "batch", "wait", "served", "--timeout", "30")
+    assert "total 4, done 3, dead 1, cancelled 0, left 0" in waited.stdout, waited.stderr
+    status = orjson.loads(fabric(reader, "batch", "status", "stopped", "--json").stdout)
+    assert (status["cancelled"], status["left"]) == (4, 0)
+    shown = fabric(reader, "batch", "results", "served")
+    assert shown.returncode == 0, shown.stderr
+    states = sorted(orjson.loads(line)["state"] for line in shown.stdout.splitlines())
+    assert states == ["dead", "done", "done", "done"]
+    listed = fabric(reader, "batch", "list")
+    assert listed.returncode == 0 and "batch served" in listed.stdout, listed.stderr
+    with admin_client(acl_server) as admin:
+        refused = [entry["object"] for entry in admin.acl_log()]
+        assert refused in ([], ["config|get"]), refused
+
+
 async def publish_heartbeat(server: RedisServer, consumer: str) -> None:
     role = Role.WORKER
     client = redis.asyncio.Redis(
@@ -183,7 +219,7 @@ async def publish_heartbeat(server: RedisServer, consumer: str) -> None:
 
 REFUSED: list[tuple[Role, tuple[str, ...]]] = [
     (Role.PRODUCER, ("XREADGROUP", "GROUP", "workers", "p", "STREAMS", KEYS.jobs(64), ">")),
-    (Role.PRODUCER, ("XACK", KEYS.jobs(64), "workers", "0-1")),
+    (Role.PRODUCER, ("XCLAIM", KEYS.jobs(64), "workers", "p", "0", "0-1")),
     (Role.PRODUCER, ("XRANGE", KEYS.results(64), "-", "+")),
     (Role.PRODUCER, ("XREADGROUP", "GROUP", "results", "p", "STREAMS", KEYS.results(64), ">")),
     (Role.PRODUCER, ("XADD", KEYS.dlq(64), "*", "h", "x")),
@@ -237,7 +273,7 @@ def test_scripts_run_with_the_callers_permissions_only(acl_server: RedisServer) 
     with role_client(acl_server, Role.PRODUCER) as producer:
         read = producer.script_load("return redis.call('XLEN', KEYS[1])")
         with pytest.raises(redis.exceptions.NoPermissionError):
-            producer.evalsha(read, 1, KEYS.results(64))
+            producer.evalsha(read, 1, KEYS.dlq(64))
     with pytest.raises(redis.AuthenticationError):
         redis.Redis(port=acl_server.port).ping()  # the default user is off
 

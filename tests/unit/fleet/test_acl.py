@@ -76,15 +76,17 @@ def test_every_role_is_limited_to_its_commands() -> None:
         "fabric-reader",
     ]
     scripts = {"evalsha", "script|load", "script|exists", "wait"}
+    # submit.lua and cancel.lua, on jobs, states, backlog and batch records.
+    batch_records = {"hexists", "hsetnx", "hget", "hdel", "hset", "hmget", "hincrby", "persist"}
+    batch_records |= {"expire", "type", "zadd", "zrange", "time"}
     assert set(rules[Role.PRODUCER].commands) == {
         "ping",
         *scripts,
-        "hgetall",
-        "get",
-        "set",
-        "xadd",
-        "incrby",
+        *("hgetall", "get", "set", "xadd", "incrby"),
+        *batch_records,
+        *("xrange", "xack", "xdel", "decrby"),
     }
+    assert rules[Role.PRODUCER].grants[1].commands == ("xrange",)  # jobs only, read-only
     assert set(rules[Role.WORKER].commands) >= {
         "ping",
         *scripts,
@@ -99,7 +101,8 @@ def test_every_role_is_limited_to_its_commands() -> None:
     assert not set(rules[Role.WORKER].commands) & {"incrby", "xgroup|create", "xgroup|setid"}
     reader = set(rules[Role.READER].commands)
     assert "xgroup|create" in reader and "xinfo|groups" in reader
-    assert len(rules[Role.READER].grants) == 2  # root (results) + a read-only selector
+    # root (results), read-only metadata, read-only dead letters
+    assert len(rules[Role.READER].grants) == 3
     assert not reader & {*scripts, "xadd", "set", "xdel", "xclaim", "xautoclaim"}
     for rule in rules.values():
         assert not set(rule.commands) & FORBIDDEN, rule.role
@@ -118,6 +121,21 @@ def test_every_role_is_limited_to_its_commands() -> None:
         (Role.PRODUCER, "xreadgroup", Keys(NS).jobs(64), False),
         (Role.PRODUCER, "xrange", Keys(NS).results(64), False),
         (Role.PRODUCER, "xadd", Keys(NS).dlq(64), False),
+        # Batches: a producer counts, reads and cancels them; a cancel writes results.
+        (Role.PRODUCER, "hincrby", Keys(NS).batch(64, "b"), True),
+        (Role.PRODUCER, "hgetall", Keys(NS).batch(64, "b"), True),
+        (Role.PRODUCER, "zadd", Keys(NS).batches(64), True),
+        (Role.PRODUCER, "xadd", Keys(NS).results(64), True),
+        (Role.PRODUCER, "xack", Keys(NS).jobs(64), True),
+        (Role.PRODUCER, "xrange", Keys(NS).jobs(64), True),
+        (Role.PRODUCER, "xreadgroup", Keys(NS).results(64), False),
+        (Role.PRODUCER, "xgroup|create", Keys(NS).results(64), False),
+        (Role.WORKER, "hincrby", Keys(NS).batch(64, "b"), True),
+        (Role.WORKER, "zadd", Keys(NS).batches(64), False),
+        (Role.READER, "hgetall", Keys(NS).batch(64, "b"), True),
+        (Role.READER, "zrange", Keys(NS).batches(64), True),
+        (Role.READER, "xrange", Keys(NS).dlq(64), True),
+        (Role.READER, "hincrby", Keys(NS).batch(64, "b"), False),
         (Role.WORKER, "hgetall", Keys(NS).config, True),
         (Role.WORKER, "xreadgroup", Keys(NS).jobs(32768), True),
         (Role.WORKER, "xautoclaim", Keys(NS).jobs(64), True),
@@ -173,7 +191,7 @@ def test_setuser_line_holds_a_hash_never_the_password() -> None:
     line = setuser_line(rule, "hunter2-correct-horse")
     assert "hunter2" not in line
     digest = hashlib.sha256(b"hunter2-correct-horse").hexdigest()
-    tokens = line.split()
+    tokens = shlex.split(line)
     assert tokens[:5] == ["ACL", "SETUSER", "ops-producer", "reset", "on"]
     assert f"#{digest}" in tokens
     assert "resetchannels" in tokens and "-@all" in tokens
@@ -186,9 +204,10 @@ def test_a_selector_is_one_quoted_argument() -> None:
     reader = role_rules(NS)[2]
     tokens = setuser_tokens(reader, "pw")
     metadata = "(%R~t1:* +hgetall +get +xlen +xinfo|groups +xinfo|consumers +zrange)"
-    assert tokens[-1] == metadata
+    assert tokens[-2] == metadata
+    assert tokens[-1] == "(%R~t1:*:dlq +xrange)"
     line = setuser_line(reader, "pw")
-    assert line.endswith(f' "{metadata}"')
+    assert f' "{metadata}" ' in line
     assert shlex.split(line) == ["ACL", "SETUSER", *tokens]
 
 
