@@ -10,12 +10,14 @@ batch's entries, a chunk at a time.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import orjson
 from redis.cluster import RedisCluster
+from redis.exceptions import NoPermissionError
 
 from fabric_worker.broker import scripts, text
 from fabric_worker.broker.dlq import parse_dead_letter
@@ -33,16 +35,21 @@ from fabric_worker.wire.keys import Keys
 CHUNK = 500  # entries read and cancelled per call: bounded work per script
 
 
+def _records(client: Any, keys: Keys, lanes: Sequence[int], names: Sequence[str]) -> list[Any]:
+    """HGETALL of every (batch, lane) record, batch-major, in one pipeline."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        for lane in lanes:
+            pipe.hgetall(keys.batch(lane, name))
+    return list(pipe.execute()) if names else []
+
+
 def status(
     client: Any, keys: Keys, lanes: Sequence[int], names: Sequence[str]
 ) -> list[BatchCounts | None]:
     """Each batch's counts summed over ``lanes`` (None: unknown or expired);
     one HGETALL per lane per batch, in one pipeline."""
-    pipe = client.pipeline(transaction=False)
-    for name in names:
-        for lane in lanes:
-            pipe.hgetall(keys.batch(lane, name))
-    raw = pipe.execute() if names else []
+    raw = _records(client, keys, lanes, names)
     out = []
     for i, name in enumerate(names):
         row = raw[i * len(lanes) : (i + 1) * len(lanes)]
@@ -50,24 +57,44 @@ def status(
     return out
 
 
-def names(client: Any, keys: Keys, lanes: Sequence[int]) -> list[str]:
-    """Names in the lanes' batch indexes, oldest first (expired ones too:
-    :func:`list_batches` drops those)."""
+def list_batches(client: Any, keys: Keys, lanes: Sequence[int]) -> list[BatchCounts]:
+    """Every batch whose records are still kept, oldest first.
+
+    A lane's index still names a batch whose record there expired: those
+    names are dropped from the index on the way (where this user may; a
+    reader only reads)."""
     pipe = client.pipeline(transaction=False)
     for lane in lanes:
         pipe.zrange(keys.batches(lane), 0, -1, withscores=True)
     created: dict[str, float] = {}
-    for reply in pipe.execute():
+    indexed: set[tuple[str, int]] = set()
+    for lane, reply in zip(lanes, pipe.execute(), strict=True):
         for member, score in reply:
             name = text(member)
             created[name] = min(score, created.get(name, score))
-    return sorted(created, key=lambda n: (created[n], n))
+            indexed.add((name, lane))
+    names = sorted(created, key=lambda n: (created[n], n))
+    raw = _records(client, keys, lanes, names)
+    out = []
+    stale = []
+    for i, name in enumerate(names):
+        row = raw[i * len(lanes) : (i + 1) * len(lanes)]
+        stale += [(name, lane) for lane, r in zip(lanes, row, strict=True) if not r]
+        counts = sum_lanes(name, (lane_counts(name, r) for r in row))
+        if counts is not None:
+            out.append(counts)
+    _forget(client, keys, [(n, lane) for n, lane in stale if (n, lane) in indexed])
+    return out
 
 
-def list_batches(client: Any, keys: Keys, lanes: Sequence[int]) -> list[BatchCounts]:
-    """Every batch whose record is still kept, oldest first."""
-    found = names(client, keys, lanes)
-    return [c for c in status(client, keys, lanes, found) if c is not None]
+def _forget(client: Any, keys: Keys, stale: list[tuple[str, int]]) -> None:
+    if not stale:
+        return
+    pipe = client.pipeline(transaction=False)
+    for name, lane in stale:
+        pipe.zrem(keys.batches(lane), name)
+    with contextlib.suppress(NoPermissionError):  # a reader: a producer's list drops them
+        pipe.execute()
 
 
 def _header(fields: dict[Any, Any]) -> dict[str, Any]:

@@ -91,10 +91,11 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
     # cancel` scans the jobs streams (XRANGE) and runs cancel.lua, which also
     # writes a result per job (XADD), XACKs and XDELs the
     # entry, releases its backlog and counts it (HSET, HMGET, TYPE, EXPIRE).
+    # `batch list` drops the names of expired batches from the index (ZREM).
     Role.PRODUCER: (
         *("hgetall", "get", "set", "xadd", "incrby", "hexists", "hsetnx", "hget", "hdel"),
         *("hset", "hmget", "hincrby", "persist", "expire", "type", "zadd", "zrange", "time"),
-        *("xack", "xdel", "decrby"),
+        *("xack", "xdel", "decrby", "zrem"),
     ),
     # The Broker's own calls, then what complete/deadletter/renew/requeue/
     # retry.lua call (GET, SET, XADD, XACK, XDEL, XRANGE, XPENDING, XCLAIM,

@@ -220,6 +220,12 @@ def test_delete_is_refused_while_jobs_run_and_removes_a_finished_batch(
     assert client.batch("del") is None
     assert client.batches() == []
     assert client.delete_batch("del") is None
+    # A batch whose record expired is listed no more, and its name leaves the index.
+    client.submit([short("e1"), long("e2")], batch="expiring")
+    redis_client.delete(keys.batch(64, "expiring"))  # as its retention would
+    assert [(b.name, b.num_total) for b in client.batches()] == [("expiring", 1)]
+    assert redis_client.zrange(keys.batches(64), 0, -1) == []
+    assert redis_client.zrange(keys.batches(128), 0, -1) == [b"expiring"]
 
 
 def test_wait_returns_when_terminal_and_times_out_with_what_it_saw(

@@ -84,7 +84,7 @@ def test_every_role_is_limited_to_its_commands() -> None:
         *scripts,
         *("hgetall", "get", "set", "xadd", "incrby"),
         *batch_records,
-        *("xrange", "xack", "xdel", "decrby"),
+        *("xrange", "xack", "xdel", "decrby", "zrem"),
     }
     assert rules[Role.PRODUCER].grants[1].commands == ("xrange",)  # jobs only, read-only
     assert set(rules[Role.WORKER].commands) >= {
