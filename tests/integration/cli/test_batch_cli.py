@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -142,3 +146,36 @@ def test_cancel_aborts_running_jobs_and_gives_each_a_cancelled_result(
     assert [orjson.loads(x)["finish_reason"] for x in shown.stdout.splitlines()] == [
         "cancelled"
     ] * 2
+
+
+def test_wait_draws_a_progress_bar_on_a_terminal(redis_server: RedisServer, namespace: str) -> None:
+    assert fabric(redis_server, namespace, "init").returncode == 0
+    data = jsonl({"tokens": [1, 2], "max_new_tokens": 3, "id": "t"})
+    assert (
+        fabric(redis_server, namespace, "submit", "-", "--batch", "tty", stdin=data).returncode == 0
+    )
+    main, side = pty.openpty()
+    env = {**os.environ, "FABRIC_REDIS_URL": redis_server.url, "FABRIC_NAMESPACE": namespace}
+    env.pop("NO_COLOR", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "fabric_worker", "batch", "wait", "tty", "--timeout", "0.5"],
+        env={**env, "TERM": "xterm", "COLUMNS": "80"},
+        stdout=subprocess.PIPE,
+        stderr=side,
+    ) as waiting:
+        os.close(side)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # the other side closed: the command is done
+                break
+            if not chunk:
+                break
+            drawn += chunk
+        out, _ = waiting.communicate(timeout=30)
+    os.close(main)
+    assert waiting.returncode == 7
+    assert b"batch tty" in drawn and b"0/1" in drawn, drawn
+    assert b"finished\r\n" not in drawn  # the bar, not the count lines
+    assert b"left 1" in out
