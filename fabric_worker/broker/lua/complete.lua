@@ -27,6 +27,10 @@ if num_jobs ~= math.floor(num_jobs) or #ARGV ~= 2 + 4 * num_jobs then
   return redis.error_reply('complete: ' .. #ARGV .. ' args for ' .. #KEYS .. ' keys')
 end
 
+-- Done jobs per batch record, counted once after the loop: a batch's jobs
+-- usually share one record, so that is one update per call, not per job.
+local num_done = {}
+
 local function complete_one(state_key, record, entry_id, cost, header, tokens)
   if not string.match(entry_id, '^%d+%-%d+$') then return 'error entry id ' .. entry_id end
   if not string.match(cost, '^%d+$') then return 'error cost ' .. cost end
@@ -46,7 +50,7 @@ local function complete_one(state_key, record, entry_id, cost, header, tokens)
   -- backlog; an entry written by hand (no state key) was not.
   if state then release_backlog(KEYS[3], cost) end
   -- The batch counted this job when submit.lua queued it (a state key).
-  if state and record ~= KEYS[3] then batch_settle(record, 'done', retention) end
+  if state and record ~= KEYS[3] then num_done[record] = (num_done[record] or 0) + 1 end
   return 'ok'
 end
 
@@ -56,4 +60,6 @@ for i = 1, num_jobs do
   replies[i] = complete_one(
     KEYS[3 + i], KEYS[3 + num_jobs + i], ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3])
 end
+-- Cannot fail: a record that is not a hash (expired, deleted) is skipped.
+for record, num in pairs(num_done) do batch_settle(record, 'done', retention, num) end
 return replies

@@ -27,10 +27,10 @@ local function finish_if_terminal(record, retention)
   end
 end
 
--- One job of this lane moved from queued to done, dead or cancelled.
-local function batch_settle(record, field, retention)
+-- Jobs (num, 1 if nil) of this lane moved from queued to done, dead or cancelled.
+local function batch_settle(record, field, retention, num)
   if not is_record(record) then return end
-  redis.call('HINCRBY', record, field, 1)
+  redis.call('HINCRBY', record, field, num or 1)
   finish_if_terminal(record, retention)
 end
 
