@@ -200,9 +200,11 @@ def _scan(client: Any, stream: str, since_ms: int) -> Iterator[tuple[str, dict[A
         start = "(" + text(page[-1][0])
 
 
-def _order(entry_id: str) -> tuple[int, int]:
+def _order(entry_id: str, finished_at: float | None) -> tuple[int, float, int]:
+    """Finish order: when Redis wrote the entry (ms; one clock for every lane),
+    ties within a millisecond broken by the finish time the writer gave."""
     ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
+    return int(ms), finished_at or 0.0, int(seq or 0)
 
 
 def results(
@@ -214,7 +216,7 @@ def results(
     Read from each lane's results and dead-letter streams from the batch's
     creation time, kept where the header names the batch."""
     since_ms = int((counts.created or 0) * 1000)
-    found: list[tuple[tuple[int, int], dict[str, Any]]] = []
+    found: list[tuple[tuple[int, float, int], dict[str, Any]]] = []
     seen: set[str] = set()
     for lane in lanes:
         for entry_id, fields in _scan(client, keys.results(lane), since_ms):
@@ -229,8 +231,8 @@ def results(
                 # A user's cancel is a result too, told apart by its finish reason.
                 state = "cancelled" if result.finish_reason == "cancelled" else "done"
                 doc = {**result_json(result), "state": state, "lane": lane}
-                found.append((_order(entry_id), doc))
-    dead: list[tuple[tuple[int, int], dict[str, Any]]] = []
+                found.append((_order(entry_id, result.finished_at), doc))
+    dead: list[tuple[tuple[int, float, int], dict[str, Any]]] = []
     for lane in lanes:
         for entry_id, fields in _scan(client, keys.dlq(lane), since_ms):
             letter = parse_dead_letter(lane, entry_id, fields)
@@ -247,5 +249,5 @@ def results(
                 "deliveries": letter.deliveries,
                 "failed_at": letter.failed_at,
             }
-            dead.append((_order(entry_id), doc))
+            dead.append((_order(entry_id, letter.failed_at), doc))
     return [doc for _, doc in sorted(found + dead, key=lambda item: item[0])]

@@ -77,6 +77,17 @@ def dead_letter(
     return scripts.dead_letter_reply(raw)
 
 
+def next_ms(redis_client: redis.Redis) -> None:
+    """Poll the server's clock into the next millisecond: entries written after
+    this get a later id than those before, on every stream."""
+    seconds, micros = redis_client.time()
+    start = seconds * 1000 + micros // 1000
+    while True:
+        seconds, micros = redis_client.time()
+        if seconds * 1000 + micros // 1000 > start:
+            return
+
+
 def counts(client: FabricClient, name: str) -> tuple[int, int, int, int]:
     c = client.batch(name)
     assert c is not None
@@ -196,9 +207,12 @@ def test_results_are_each_job_once_in_finish_order_with_dead_letters(
     client.submit([short("other")], batch="elsewhere")
     client.submit([short("a"), long("b"), short("c")], batch="res")
     short_lane, long_lane = claim(redis_client, keys, 64), claim(redis_client, keys, 128)
+    # Finish order is Redis's clock, in milliseconds, merged over the streams.
     complete(redis_client, keys, 128, "b", long_lane["b"], "res")
     complete(redis_client, keys, 64, "other", short_lane["other"], "elsewhere")
+    next_ms(redis_client)
     dead_letter(redis_client, keys, 64, "c", short_lane["c"], "res")
+    next_ms(redis_client)
     complete(redis_client, keys, 64, "a", short_lane["a"], "res")
     complete(redis_client, keys, 64, "a", short_lane["a"], "res")  # a duplicate: no second line
     docs = client.batch_results("res")
@@ -247,3 +261,27 @@ def test_wait_returns_when_terminal_and_times_out_with_what_it_saw(
     assert found[0].result is not None and found[0].result.tokens == [5]
     with pytest.raises(LookupError, match="not known"):
         client.wait(batch="nobody", timeout_s=1)
+
+
+def test_one_complete_call_counts_each_batch_of_its_jobs(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    client = client_for(redis_client, keys)
+    client.submit([short("a1"), short("a2")], batch="A")
+    client.submit([short("b1")], batch="B")
+    client.submit([short("none")])
+    held = claim(redis_client, keys, 64)
+    now = time.time()
+    batches = {"a1": "A", "a2": "A", "b1": "B", "none": None}
+    completions = []
+    for job_id, batch in [*batches.items(), ("a1", "A")]:  # a1 twice: a duplicate
+        fields = encode_result(ResultEntry(job_id, [5], "stop", 1, "w", now, now, now, batch=batch))
+        completions.append(
+            Completion(64, held[job_id], job_id, 64 + MAX_NEW, fields["h"], fields["t"], batch)
+        )
+    call = scripts.complete(keys, 64, completions, retention_s=RETENTION_S)
+    raw = scripts.register(redis_client, "complete")(keys=call.keys, args=call.args)
+    assert [str(r) for r in scripts.complete_replies(raw)] == ["ok"] * 4 + ["duplicate"]
+    assert counts(client, "A") == (2, 2, 0, 0)
+    assert counts(client, "B") == (1, 1, 0, 0)
+    assert client.batch("A").is_finished  # type: ignore[union-attr]
