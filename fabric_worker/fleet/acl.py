@@ -85,8 +85,9 @@ class RoleRule:
 
 # What each role itself calls, beyond _EVERY_CLIENT (and _SCRIPTS if it runs any).
 _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
-    # load_config; then submit.lua calls GET, XADD, SET, INCRBY.
-    Role.PRODUCER: ("hgetall", "get", "set", "xadd", "incrby"),
+    # load_config; then submit.lua calls GET, XADD, SET, INCRBY. INFO: a submit
+    # refused for want of memory names used memory and maxmemory.
+    Role.PRODUCER: ("hgetall", "get", "set", "xadd", "incrby", "info"),
     # The Broker's own calls, then what complete/deadletter/renew/requeue/
     # retry.lua call (GET, SET, XADD, XACK, XDEL, XRANGE, XPENDING, XCLAIM,
     # DECRBY). Workers never create groups: `fabric init` does.
@@ -110,6 +111,10 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
         "expire",
         "zadd",
         "zremrangebyscore",  # forgetting names silent for an hour
+        # Housekeeping (broker/trim.py): the server's clock, then results past
+        # the retention trimmed by MINID.
+        "time",
+        "xtrim",
     ),
     # `fabric results`: a group of its own per reader, on the results streams
     # (recreated by --from-start); TIME for `fabric top` and `fabric health`;
@@ -127,7 +132,15 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
 }
 # The reader's selector: what `fabric inspect`, `top`, `health`, `autoscale`
 # and load_config read, read-only.
-_READER_METADATA = ("hgetall", "get", "xlen", "xinfo|groups", "xinfo|consumers", "zrange")
+_READER_METADATA = (
+    "hgetall",
+    "get",
+    "xlen",
+    "xinfo|groups",
+    "xinfo|consumers",
+    "xinfo|stream",  # max-deleted-entry-id: which reader groups missed trimmed results
+    "zrange",
+)
 _RUNS_SCRIPTS = {Role.PRODUCER, Role.WORKER}
 
 
