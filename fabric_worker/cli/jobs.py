@@ -239,6 +239,13 @@ def results(ctx: Context, follow: bool, from_start: bool, group: str) -> None:
     out.flush()
 
 
+# Why a lookup holds no result, where the state alone does not say.
+LOOKUP_NOTES = {
+    "trimmed": "finished, but its result was trimmed: older than the retention of {} s",
+    "unknown": "never submitted here, or finished longer ago than the retention of {} s",
+}
+
+
 @click.command()
 @click.argument("ids", nargs=-1, required=True)
 @pass_context
@@ -247,7 +254,10 @@ def result(ctx: Context, ids: tuple[str, ...]) -> None:
     client = FabricClient(ctx.redis, ctx.keys.namespace)
     for found in client.results(ids):
         doc = result_json(found.result) if found.result else {"id": found.id}
-        click.echo(orjson.dumps({**doc, "state": found.state, "lane": found.lane}).decode())
+        doc |= {"state": found.state, "lane": found.lane}
+        if found.state in LOOKUP_NOTES:
+            doc["note"] = LOOKUP_NOTES[found.state].format(client.config.retention_s)
+        click.echo(orjson.dumps(doc).decode())
 
 
 def _size(stream: IO[bytes]) -> int | None:

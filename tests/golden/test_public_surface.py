@@ -57,6 +57,7 @@ COMMANDS = [
     ("dlq", "list"),
     ("dlq", "replay"),
     ("dlq", "purge"),
+    ("trim",),
     ("acl",),
     ("engine",),
     ("engine", "make-model"),
