@@ -13,6 +13,7 @@ from fabric_worker.broker.connection import redact
 from fabric_worker.broker.inspect import format_table, inspect_lanes
 from fabric_worker.broker.memory import memory
 from fabric_worker.broker.namespace import init_namespace, load_config
+from fabric_worker.broker.result_groups import reader_groups
 from fabric_worker.broker.results import ensure_result_groups, read_results
 from fabric_worker.broker.transient import ride_out
 from fabric_worker.cli.context import EXIT_CONFIG, Context, pass_context
@@ -176,15 +177,18 @@ def submit(ctx: Context, file: IO[bytes], chunk_size: int, backpressure_timeout_
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
 @pass_context
 def inspect(ctx: Context, as_json: bool) -> None:
-    """Per lane: queued, in flight, backlog tokens, lag, consumers, dead letters, results."""
+    """Per lane: queued, in flight, backlog tokens, lag, consumers, dead letters, results;
+    and any results reader group that lags past the retention."""
     config = load_config(ctx.redis, ctx.keys)
     views = inspect_lanes(ctx.redis, ctx.keys, config.lanes)
+    groups = reader_groups(ctx.redis, ctx.keys, config.lanes, config.retention_s)
     usage = memory(ctx.redis)
     if as_json:
         doc = {
             "namespace": ctx.keys.namespace,
             "config_version": config.version,
             "lanes": [v.to_json() for v in views],
+            "result_groups": [g.to_json() for g in groups],
             "redis_memory": (
                 {"used_bytes": usage.used_bytes, "maxmemory_bytes": usage.max_bytes}
                 if usage
@@ -198,6 +202,8 @@ def inspect(ctx: Context, as_json: bool) -> None:
         )
         click.echo(f"Redis memory: {usage.describe() if usage else 'unknown (INFO denied)'}")
         click.echo(format_table(views))
+        for group in (g for g in groups if g.is_lagging):
+            click.echo(f"warning: {group.describe()}")
 
 
 @click.command()

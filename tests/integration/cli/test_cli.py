@@ -361,3 +361,41 @@ def test_trim_removes_results_past_the_retention_and_result_says_which_went(
     assert rows[1]["tokens"] == [1] and "note" not in rows[1]
     assert "longer ago than the retention of 60 s" in rows[2]["note"]
     client.close()
+
+
+def test_inspect_names_a_results_group_that_lags_past_the_retention(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    init = fabric(redis_server, namespace, "init", "--lanes", "64,128", "--retention-s", "60")
+    assert init.returncode == 0, init.stderr
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    stream = keys.results(64)
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    for group in ("slow", "quick"):
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    for i, age_s in enumerate((3600, 3500, 1)):
+        entry = ResultEntry(f"r{i}", [1], "stop", 1, "w", 1.0, 2.0, 3.0)
+        client.xadd(stream, encode_result(entry), id=f"{now_ms - age_s * 1000}-0")  # type: ignore[arg-type]
+    client.xreadgroup("quick", "q", {stream: ">"})  # "quick" has read all three
+
+    def lagging() -> tuple[dict[str, tuple[bool, bool]], str]:
+        doc = orjson.loads(fabric(redis_server, namespace, "inspect", "--json").stdout)
+        groups = {g["name"]: (g["has_missed"], g["is_behind"]) for g in doc["result_groups"]}
+        return groups, fabric(redis_server, namespace, "inspect").stdout.decode()
+
+    # Before the trim: "slow" has two unread results past the retention.
+    groups, shown = lagging()
+    assert groups == {"slow": (False, True), "quick": (False, False)}
+    assert "results group 'slow' of lane 64 lags past the retention: its oldest unread" in shown
+    assert "'quick'" not in shown
+    assert fabric(redis_server, namespace, "trim").returncode == 0
+    # After it: they are gone unread, and inspect says so.
+    groups, shown = lagging()
+    assert groups == {"slow": (True, False), "quick": (False, False)}
+    assert "'slow' of lane 64 lags past the retention: results were trimmed before it" in shown
+    # Once it has read what is left, it lags no more.
+    client.xreadgroup("slow", "s", {stream: ">"})
+    assert lagging()[0] == {"slow": (False, False), "quick": (False, False)}
+    client.close()
