@@ -29,6 +29,7 @@ benchmark trims nothing itself.
 from __future__ import annotations
 
 import argparse
+import json
 import signal
 import statistics
 import tempfile
@@ -41,7 +42,7 @@ from typing import Any
 import orjson
 import redis
 
-from bench.common import MANIFESTS, child, machine_line, save, stop, table
+from bench.common import MANIFESTS, RESULTS, child, machine_line, save, stop, table
 from fabric_worker.broker.namespace import init_namespace
 from fabric_worker.dev.redis_server import RedisServer
 from fabric_worker.wire.fleet_config import FleetConfig
@@ -122,7 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         samples: list[dict] = []
         started = time.monotonic()
         next_sample = started
-        submitted = 0
+        submitted = num_reported_duplicates = 0
         while len(reader.seen) < args.jobs:
             now = time.monotonic()
             if now >= next_sample:
@@ -144,7 +145,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     Job(tokens=prompt, max_new_tokens=2, id=f"s{submitted + i}") for i in range(n)
                 ]
                 report = producer.submit(jobs)
-                assert report.num_submitted == n, report
+                # A chunk cut short by OOM is sent again; jobs of its first try
+                # that a worker finished meanwhile come back "duplicate" (their
+                # state is done, no longer queued with this submit's nonce).
+                # Whether each got its result once is the reader's to check.
+                assert report.num_submitted + report.num_duplicates == n, "lost in submit"
+                num_reported_duplicates += report.num_duplicates
                 submitted += n
             else:
                 time.sleep(0.05)
@@ -159,6 +165,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         expected = {f"s{i}" for i in range(args.jobs)}
         exactly_once = reader.seen == expected and reader.num_doubled == 0 and left == dead == 0
         client.close()
+        worker_log = (directory / "worker.log").read_text(errors="replace")
     finally:
         if worker is not None:
             stop(worker)
@@ -175,6 +182,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "num_doubled": reader.num_doubled,
         "left_queued": left,
         "dead": dead,
+        "submit_reported_duplicates": num_reported_duplicates,
+        "worker_oom_retries_logged": worker_log.count("OutOfMemoryError"),
+        "worker_oom_trims_logged": worker_log.count("Redis is out of memory; trimmed"),
         "samples": samples,
     }
 
@@ -188,17 +198,22 @@ def report(result: dict[str, Any], warm_up_s: float) -> str:
         f"maxmemory {result['maxmemory_mb']} MiB noeviction, retention {result['retention_s']} s; "
         f"exactly once: {result['exactly_once']} (read {result['num_read']:,}, doubled "
         f"{result['num_doubled']}, left queued {result['left_queued']}, dead {result['dead']}); "
-        f"worker exit {result['worker_exit']}",
+        f"worker exit {result['worker_exit']}; out of memory: "
+        f"{result['worker_oom_retries_logged']} retry lines (at most one per 5 s) and "
+        f"{result['worker_oom_trims_logged']} trims at once in the worker's log, "
+        f"{result['submit_reported_duplicates']:,} jobs reported duplicate by submit",
     ]
     if len(warm) >= 4:
         used = [s["used_mib"] for s in warm]
         quarter = len(warm) // 4
         second = statistics.fmean(used[quarter : 2 * quarter])
         last = statistics.fmean(used[-quarter:])
+        per_key = [_bytes_per_key(s) for s in warm]
         lines.append(
             f"after warm-up ({warm_up_s:g} s, {len(warm)} samples): used memory min "
             f"{min(used):.1f} MiB, max {max(used):.1f} MiB; last quarter / second quarter "
-            f"{last / second:.3f}"
+            f"{last / second:.3f}; bytes per live key (what one finished job costs while "
+            f"retained) min {min(per_key):.0f}, max {max(per_key):.0f}"
         )
     else:
         lines.append(f"fewer than 4 samples after the warm-up of {warm_up_s:g} s: no drift figure")
@@ -212,12 +227,19 @@ def report(result: dict[str, Any], warm_up_s: float) -> str:
             f"{s['used_mib']:.1f}",
             f"{s['results']:,}",
             f"{s['keys']:,}",
+            f"{_bytes_per_key(s):.0f}",
         )
         for s in shown
     ]
-    headers = ("t (s)", "submitted", "read", "used MiB", "results kept", "keys")
+    headers = ("t (s)", "submitted", "read", "used MiB", "results kept", "keys", "bytes/key")
     lines.append(table(headers, rows))
     return "\n".join(lines)
+
+
+def _bytes_per_key(s: dict) -> float:
+    # Memory above an empty server's, per key: nearly every key is a finished
+    # job's state, and each has one result beside it until both are trimmed.
+    return (s["used_mib"] - 1.1) * 2**20 / max(s["keys"], 1)
 
 
 def main() -> None:
@@ -228,7 +250,12 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=5000)
     parser.add_argument("--max-queued", type=int, default=20_000)
     parser.add_argument("--sample-every-s", type=float, default=5.0)
+    parser.add_argument("--report", action="store_true", help="Print the last run's report.")
     args = parser.parse_args()
+    if args.report:
+        last = json.loads((RESULTS / "soak.json").read_text())
+        print(report(last, warm_up_s=2.0 * last["retention_s"]))
+        return
     print(machine_line(), flush=True)
     result = run(args)
     save("soak", result)
