@@ -8,7 +8,9 @@ is how it gets memory back.
 
 Dead-letter streams are not trimmed: a dead letter waits for a person to read
 and replay it, however long that takes; ``fabric dlq purge`` removes them.
-Job streams are never trimmed (DESIGN section 2).
+Job streams are never trimmed (DESIGN section 2). On a cluster the cutoff
+comes from one node's clock (redis-py sends TIME to its default node) and
+each lane is trimmed on the node that holds it.
 """
 
 from __future__ import annotations
