@@ -97,7 +97,3 @@ class TrimSchedule:
         self._last[lane] = now_s
         jitter = self._rng.uniform(-0.25, 0.25) * self.every_s
         self._due[lane] = now_s + self.every_s + jitter
-
-    def next_due_s(self, now_s: float) -> float:
-        """Seconds until the next lane is due (0 if one is due now)."""
-        return max(0.0, min(self._due.values(), default=now_s + self.every_s) - now_s)

@@ -15,12 +15,13 @@ import contextlib
 import time
 from collections.abc import Callable
 
-from fabric_worker.broker.link import BrokerLost
 from fabric_worker.broker.streams import Broker
 from fabric_worker.broker.trim import trim_results_async
 from fabric_worker.core.retention import DEFAULT_TRIM_EVERY_S, TrimSchedule
 
-# How often the loop looks at the out-of-memory flag between trims.
+# How often the loop looks at the out-of-memory flag between trims: an
+# attribute read, so often enough that a write refused for memory sees a trim
+# before its first backoff is over.
 OOM_POLL_S = 0.1
 
 
@@ -52,23 +53,24 @@ class Housekeeper:
             lanes = self.schedule.due(now, is_out_of_memory=is_oom)
             if lanes:
                 await self.trim(lanes, now, is_oom=is_oom)
-            wait_s = OOM_POLL_S if is_oom else min(self.schedule.next_due_s(now), OOM_POLL_S * 10)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), max(wait_s, OOM_POLL_S))
+                await asyncio.wait_for(self.stop.wait(), OOM_POLL_S)
 
     async def trim(self, lanes: list[int], now_s: float, *, is_oom: bool = False) -> None:
         """Trim ``lanes`` once. A failure is logged, never fatal: a Redis lost
         for the outage budget is the serving loops' to report (they fail the
         worker), and results kept longer than the retention lose nothing."""
+        # Due again one interval on, failed or not: a failure is tried (and
+        # logged) again then, not on every poll.
+        for lane in lanes:
+            self.schedule.trimmed(lane, now_s)
         try:
             trimmed = await trim_results_async(
                 self.broker.link, self.broker.keys, lanes, self.retention_s
             )
-        except (BrokerLost, Exception) as exc:
+        except Exception as exc:  # BrokerLost included
             self.log(f"housekeeping: trimming results failed: {type(exc).__name__}: {exc}")
             return
-        for lane in lanes:
-            self.schedule.trimmed(lane, now_s)
         self.num_trims += 1
         self.num_removed += trimmed.num_removed_total
         if trimmed.num_removed_total and is_oom:

@@ -20,7 +20,7 @@ from fabric_worker.broker.streams import Broker
 from fabric_worker.broker.trim import server_time_ms, trim_results
 from fabric_worker.dev.redis_server import RedisServer
 from fabric_worker.wire.claims import Completion
-from fabric_worker.wire.entries import ResultEntry, encode_result
+from fabric_worker.wire.entries import ResultEntry, decode_result, encode_result
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import GROUP, Keys
 from fabric_worker.worker.housekeeping import Housekeeper
@@ -52,8 +52,6 @@ def add_results(client: redis.Redis, keys: Keys, lane: int, at_ms: int, ids: lis
 
 
 def result_ids(client: redis.Redis, keys: Keys, lane: int) -> list[str]:
-    from fabric_worker.wire.entries import decode_result
-
     return [decode_result(f).id for _, f in client.xrange(keys.results(lane))]
 
 

@@ -59,14 +59,22 @@ def test_each_lane_is_trimmed_at_most_every_interval_and_at_least_once_in_each()
         assert max(gaps) <= 4.0 * 1.25 + 0.05 + 1e-9
 
 
+def next_due_s(schedule: TrimSchedule, after_s: float) -> float:
+    """When the schedule next says a lane is due, polled every 10 ms."""
+    t = after_s
+    while not schedule.due(t):
+        t = round(t + 0.01, 2)
+    return t
+
+
 def test_workers_started_together_drift_apart() -> None:
     seconds = set()
     for seed in range(10):
         schedule = TrimSchedule((64,), 0.0, every_s=5.0, rng=random.Random(seed))
         assert schedule.due(0.0) == [64]
         schedule.trimmed(64, 0.0)
-        seconds.add(schedule.next_due_s(0.0))
-    assert len(seconds) == 10
+        seconds.add(next_due_s(schedule, 0.0))
+    assert len(seconds) >= 8  # on a 10 ms grid, two may share a slot
 
 
 def test_out_of_memory_trims_every_lane_at_once_but_not_in_a_flood() -> None:
@@ -79,14 +87,6 @@ def test_out_of_memory_trims_every_lane_at_once_but_not_in_a_flood() -> None:
         schedule.trimmed(lane, 10.0)
     assert schedule.due(10.0 + MIN_TRIM_GAP_S / 2, is_out_of_memory=True) == []
     assert schedule.due(10.0 + MIN_TRIM_GAP_S, is_out_of_memory=True) == [64, 128]
-
-
-def test_next_due_says_how_long_to_wait() -> None:
-    schedule = TrimSchedule((64,), 0.0, every_s=10.0, rng=random.Random(3))
-    assert schedule.next_due_s(0.0) == 0.0
-    schedule.trimmed(64, 0.0)
-    assert 7.5 <= schedule.next_due_s(0.0) <= 12.5
-    assert schedule.next_due_s(20.0) == 0.0
 
 
 def test_a_schedule_needs_a_positive_interval() -> None:
