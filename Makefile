@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-vllm test test-unit test-vllm lint bench bench-quick bench-feed chaos chaos-failover gpu-bundle clean
+.PHONY: demo demo-vllm test test-unit test-vllm lint bench bench-quick bench-feed chaos chaos-failover soak gpu-bundle clean
 
 # vLLM's CPU build pins an older transformers than engines/hf, so its tests
 # get an environment of their own. PyPI's torchvision (and its siblings) fail
@@ -79,6 +79,11 @@ chaos: $(STAMP)
 # A Redis Cluster master SIGKILLed mid-run, ten times: worker exits, missing, doubled.
 chaos-failover: $(STAMP)
 	$(BIN)/python -m bench.failover --topology cluster --runs 10
+
+# A million tiny jobs through a Redis with maxmemory 64 MiB and a 30 s retention:
+# memory over time, every job read exactly once (bench/soak.py). Not in `make test`.
+soak: $(STAMP)
+	$(BIN)/python -m bench.soak
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

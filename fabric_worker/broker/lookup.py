@@ -8,7 +8,9 @@ the streams.
 
 The state of a finished job is ``done``, or ``done <result entry id>`` where
 the completing script records the entry; only then can the result itself be
-read back by id. A state older than the retention is gone: ``unknown``.
+read back by id. A state older than the retention is gone: ``unknown``. A
+state that names a result entry the stream no longer holds (trimmed after the
+retention while the state lived on) is ``trimmed``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from fabric_worker.wire.keys import Keys
 @dataclass(frozen=True, slots=True)
 class Lookup:
     id: str
-    state: str  # queued, done, dead or unknown
+    state: str  # queued, done, dead, trimmed or unknown
     lane: int | None = None
     result: ResultEntry | None = None
 
@@ -54,6 +56,8 @@ def lookup(client: Any, keys: Keys, lanes: tuple[int, ...], ids: Sequence[str]) 
     out = []
     for i, (job_id, where, state) in enumerate(found):
         kind = state.split(" ", 1)[0] if state else "unknown"
+        if i in entries and not entries[i]:
+            kind = "trimmed"  # the state names a result the stream no longer holds
         out.append(Lookup(job_id, kind, where, _result(entries.get(i), job_id)))
     return out
 

@@ -13,11 +13,9 @@ from fabric_worker.broker.connection import redact
 from fabric_worker.broker.inspect import format_table, inspect_lanes
 from fabric_worker.broker.memory import memory
 from fabric_worker.broker.namespace import init_namespace, load_config
-from fabric_worker.broker.results import ensure_result_groups, read_results
-from fabric_worker.broker.transient import ride_out
+from fabric_worker.broker.result_groups import reader_groups
 from fabric_worker.cli.batch import batch_name
 from fabric_worker.cli.context import EXIT_CONFIG, Context, pass_context
-from fabric_worker.wire.entries import EntryError, result_json
 from fabric_worker.wire.fleet_config import (
     DEFAULT_BACKLOG_CAP_TOKENS,
     DEFAULT_LANES,
@@ -193,15 +191,18 @@ def submit(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
 @pass_context
 def inspect(ctx: Context, as_json: bool) -> None:
-    """Per lane: queued, in flight, backlog tokens, lag, consumers, dead letters, results."""
+    """Per lane: queued, in flight, backlog tokens, lag, consumers, dead letters, results;
+    and any results reader group that lags past the retention."""
     config = load_config(ctx.redis, ctx.keys)
     views = inspect_lanes(ctx.redis, ctx.keys, config.lanes)
+    groups = reader_groups(ctx.redis, ctx.keys, config.lanes, config.retention_s)
     usage = memory(ctx.redis)
     if as_json:
         doc = {
             "namespace": ctx.keys.namespace,
             "config_version": config.version,
             "lanes": [v.to_json() for v in views],
+            "result_groups": [g.to_json() for g in groups],
             "redis_memory": (
                 {"used_bytes": usage.used_bytes, "maxmemory_bytes": usage.max_bytes}
                 if usage
@@ -215,56 +216,8 @@ def inspect(ctx: Context, as_json: bool) -> None:
         )
         click.echo(f"Redis memory: {usage.describe() if usage else 'unknown (INFO denied)'}")
         click.echo(format_table(views))
-
-
-@click.command()
-@click.option("--follow", is_flag=True, help="Keep waiting for new results.")
-@click.option("--from-start", is_flag=True, help="Rewind this group to the first result.")
-@click.option(
-    "--group",
-    default="results",
-    show_default=True,
-    help="Reader group: each group sees every result once.",
-)
-@pass_context
-def results(ctx: Context, follow: bool, from_start: bool, group: str) -> None:
-    """Print results as JSONL, continuing where this group last stopped."""
-
-    def open_group() -> FleetConfig:
-        config = load_config(ctx.redis, ctx.keys)
-        ensure_result_groups(ctx.redis, ctx.keys, config.lanes, group, from_start=from_start)
-        return config
-
-    # A follower started during a failover waits for the new master.
-    config = ride_out(open_group, budget_s=30.0)
-    out = sys.stdout.buffer
-    items = read_results(
-        ctx.redis,
-        ctx.keys,
-        config.lanes,
-        group=group,
-        follow=follow,
-        log=lambda line: click.echo(line, err=True),
-    )
-    for item in items:
-        if isinstance(item, EntryError):
-            click.echo(f"skipped a malformed result: {item.reason}", err=True)
-            continue
-        out.write(orjson.dumps(result_json(item)) + b"\n")
-        if follow:
-            out.flush()
-    out.flush()
-
-
-@click.command()
-@click.argument("ids", nargs=-1, required=True)
-@pass_context
-def result(ctx: Context, ids: tuple[str, ...]) -> None:
-    """Look jobs up by id: one JSON line each, the result or the job's state."""
-    client = FabricClient(ctx.redis, ctx.keys.namespace)
-    for found in client.results(ids):
-        doc = result_json(found.result) if found.result else {"id": found.id}
-        click.echo(orjson.dumps({**doc, "state": found.state, "lane": found.lane}).decode())
+        for group in (g for g in groups if g.is_lagging):
+            click.echo(f"warning: {group.describe()}")
 
 
 def _size(stream: IO[bytes]) -> int | None:

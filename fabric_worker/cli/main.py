@@ -16,7 +16,9 @@ from fabric_worker.cli.batch import batch
 from fabric_worker.cli.context import EXIT_CONFIG, EXIT_REDIS_FULL
 from fabric_worker.cli.engine import engine
 from fabric_worker.cli.fleet import autoscale, health, top
-from fabric_worker.cli.jobs import init, inspect, result, results, submit
+from fabric_worker.cli.jobs import init, inspect, submit
+from fabric_worker.cli.results import result, results
+from fabric_worker.cli.retention import trim
 from fabric_worker.cli.root import cli
 from fabric_worker.cli.worker import worker
 from fabric_worker.wire.fleet_config import ConfigError
@@ -34,6 +36,7 @@ for command in (
     autoscale,
     dlq,
     batch,
+    trim,
     acl,
     engine,
 ):

@@ -92,10 +92,11 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
     # writes a result per job (XADD), XACKs and XDELs the
     # entry, releases its backlog and counts it (HSET, HMGET, TYPE, EXPIRE).
     # `batch list` drops the names of expired batches from the index (ZREM).
+    # INFO: a submit refused for want of memory names used memory and maxmemory.
     Role.PRODUCER: (
         *("hgetall", "get", "set", "xadd", "incrby", "hexists", "hsetnx", "hget", "hdel"),
         *("hset", "hmget", "hincrby", "persist", "expire", "type", "zadd", "zrange", "time"),
-        *("xack", "xdel", "decrby", "zrem"),
+        *("xack", "xdel", "decrby", "zrem", "info"),
     ),
     # The Broker's own calls, then what complete/deadletter/renew/requeue/
     # retry.lua call (GET, SET, XADD, XACK, XDEL, XRANGE, XPENDING, XCLAIM,
@@ -121,7 +122,11 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
         "expire",
         "zadd",
         "zremrangebyscore",  # forgetting names silent for an hour
-        *("type", "hincrby", "hmget", "time"),
+        *("type", "hincrby", "hmget"),
+        # Housekeeping (broker/trim.py): the server's clock (also the batch
+        # scripts'), then results past the retention trimmed by MINID.
+        "time",
+        "xtrim",
     ),
     # `fabric results`: a group of its own per reader, on the results streams
     # (recreated by --from-start); TIME for `fabric top` and `fabric health`;
@@ -140,7 +145,15 @@ _OWN_COMMANDS: dict[Role, tuple[str, ...]] = {
 # The reader's selector: what `fabric inspect`, `top`, `health`, `autoscale`
 # and load_config read, read-only.
 # Batch records and indexes are read by the same HGETALL and ZRANGE.
-_READER_METADATA = ("hgetall", "get", "xlen", "xinfo|groups", "xinfo|consumers", "zrange")
+_READER_METADATA = (
+    "hgetall",
+    "get",
+    "xlen",
+    "xinfo|groups",
+    "xinfo|consumers",
+    "xinfo|stream",  # max-deleted-entry-id: which reader groups missed trimmed results
+    "zrange",
+)
 # `fabric batch results` reads the dead letters of a batch with their reasons.
 _READER_DEAD_LETTERS = ("xrange",)
 _RUNS_SCRIPTS = {Role.PRODUCER, Role.WORKER}

@@ -6,16 +6,20 @@ import time
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from fabric_worker.broker.client import SyncRedis
 from fabric_worker.broker.heartbeat import read_all
 from fabric_worker.broker.inspect import inspect_lanes
+from fabric_worker.broker.memory import memory
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.keys import Keys
 
 
 def render(client: SyncRedis, keys: Keys, config: FleetConfig) -> Group:
-    """One screen: a lane table and a worker table."""
+    """One screen: Redis memory, a lane table and a worker table."""
+    usage = memory(client)
+    header = Text(f"Redis memory: {usage.describe() if usage else 'unknown (INFO denied)'}")
     lanes = Table(title=f"lanes of {keys.namespace!r}", title_justify="left")
     for name in ("lane", "queued", "in flight", "backlog tokens", "lag", "dead letters", "results"):
         lanes.add_column(name, justify="right")
@@ -46,4 +50,4 @@ def render(client: SyncRedis, keys: Keys, config: FleetConfig) -> Group:
         )
     if not statuses:
         workers.add_row("(none)", "", "", "", "", "")
-    return Group(lanes, workers)
+    return Group(header, lanes, workers)

@@ -253,7 +253,7 @@ class Serving:
                 count = self.dispatcher.reads.reclaim_count(lane)
                 if self.is_stopping:
                     break
-                if count is None:
+                if count is None or self.broker.link.out_of_memory:  # none when full, as ingress
                     continue
                 claimed = await self.broker.reclaim(lane, min_idle_ms, count=count)
                 if claimed:

@@ -26,6 +26,7 @@ from fabric_worker.core.dispatcher import Dispatcher
 from fabric_worker.core.lifecycle import WorkerEvent, WorkerState, worker_transition
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.worker.engine_thread import EngineThread
+from fabric_worker.worker.housekeeping import Housekeeper
 from fabric_worker.worker.loops import Serving
 from fabric_worker.worker.options import ExitCode, WorkerOptions
 
@@ -138,7 +139,16 @@ class Worker:
         if self.state is WorkerState.STARTING:
             self.step(WorkerEvent.STARTED)
         self.serving = Serving(self, dispatcher)
-        return await self.serving.run()
+        config = self.config
+        keeper = Housekeeper(
+            self.broker, config.lanes, config.retention_s, self.stop_requested, log=self.log
+        )
+        housekeeping = asyncio.create_task(keeper.run(), name="housekeeping")
+        try:
+            return await self.serving.run()
+        finally:
+            housekeeping.cancel()
+            await asyncio.gather(housekeeping, return_exceptions=True)
 
     def make_dispatcher(self, capacity: Capacity) -> Dispatcher:
         """The core's decisions for this engine's capacity (a seam for benchmarks)."""

@@ -326,3 +326,76 @@ def test_result_by_id_reads_back_what_a_worker_completed(
     rows = [orjson.loads(line) for line in out.stdout.splitlines()]
     assert [(r["id"], r["state"]) for r in rows] == [(j, "done") for j in ids]
     assert {r["id"]: r["tokens"] for r in rows} == {j: list(written[j]) for j in ids}
+
+
+def test_trim_removes_results_past_the_retention_and_result_says_which_went(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    init = fabric(redis_server, namespace, "init", "--lanes", "64,128", "--retention-s", "60")
+    assert init.returncode == 0, init.stderr
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    for job_id, age_s in (("old", 3600), ("young", 1)):
+        entry = ResultEntry(job_id, [1], "stop", 1, "w", 1.0, 2.0, 3.0)
+        entry_id = f"{now_ms - age_s * 1000}-0"
+        client.xadd(keys.results(64), encode_result(entry), id=entry_id)  # type: ignore[arg-type]
+        # Kept without expiry: the state outlives the result it names.
+        client.set(keys.job(64, job_id), f"done {entry_id}")
+    out = fabric(redis_server, namespace, "trim")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.decode().splitlines()
+    assert lines[0] == "lane 64: trimmed 1 results"
+    assert lines[1].startswith("trimmed 1 results older than the retention of 60 s")
+    again = fabric(redis_server, namespace, "trim", "--json")
+    assert orjson.loads(again.stdout)["removed"] == {"64": 0, "128": 0}
+    looked = fabric(redis_server, namespace, "result", "old", "young", "never")
+    rows = [orjson.loads(line) for line in looked.stdout.splitlines()]
+    assert [(r["id"], r["state"]) for r in rows] == [
+        ("old", "trimmed"),
+        ("young", "done"),
+        ("never", "unknown"),
+    ]
+    assert rows[0]["note"].endswith("older than the retention of 60 s")
+    assert rows[1]["tokens"] == [1] and "note" not in rows[1]
+    assert "longer ago than the retention of 60 s" in rows[2]["note"]
+    client.close()
+
+
+def test_inspect_names_a_results_group_that_lags_past_the_retention(
+    redis_server: RedisServer, namespace: str
+) -> None:
+    init = fabric(redis_server, namespace, "init", "--lanes", "64,128", "--retention-s", "60")
+    assert init.returncode == 0, init.stderr
+    client = redis.Redis.from_url(redis_server.url)
+    keys = Keys(namespace)
+    stream = keys.results(64)
+    seconds, micros = client.time()
+    now_ms = seconds * 1000 + micros // 1000
+    for group in ("slow", "quick"):
+        client.xgroup_create(stream, group, id="0", mkstream=True)
+    for i, age_s in enumerate((3600, 3500, 1)):
+        entry = ResultEntry(f"r{i}", [1], "stop", 1, "w", 1.0, 2.0, 3.0)
+        client.xadd(stream, encode_result(entry), id=f"{now_ms - age_s * 1000}-0")  # type: ignore[arg-type]
+    client.xreadgroup("quick", "q", {stream: ">"})  # "quick" has read all three
+
+    def lagging() -> tuple[dict[str, tuple[bool, bool]], str]:
+        doc = orjson.loads(fabric(redis_server, namespace, "inspect", "--json").stdout)
+        groups = {g["name"]: (g["has_missed"], g["is_behind"]) for g in doc["result_groups"]}
+        return groups, fabric(redis_server, namespace, "inspect").stdout.decode()
+
+    # Before the trim: "slow" has two unread results past the retention.
+    groups, shown = lagging()
+    assert groups == {"slow": (False, True), "quick": (False, False)}
+    assert "results group 'slow' of lane 64 lags past the retention: its oldest unread" in shown
+    assert "'quick'" not in shown
+    assert fabric(redis_server, namespace, "trim").returncode == 0
+    # After it: they are gone unread, and inspect says so.
+    groups, shown = lagging()
+    assert groups == {"slow": (True, False), "quick": (False, False)}
+    assert "'slow' of lane 64 lags past the retention: results were trimmed before it" in shown
+    # Once it has read what is left, it lags no more.
+    client.xreadgroup("slow", "s", {stream: ">"})
+    assert lagging()[0] == {"slow": (False, False), "quick": (False, False)}
+    client.close()

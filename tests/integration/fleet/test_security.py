@@ -278,6 +278,28 @@ def test_scripts_run_with_the_callers_permissions_only(acl_server: RedisServer) 
         redis.Redis(port=acl_server.port).ping()  # the default user is off
 
 
+def test_a_producer_refused_for_memory_names_used_and_maxmemory(acl_server: RedisServer) -> None:
+    """Under its ACL user the producer may INFO: its exit 6 says how full Redis is."""
+    with admin_client(acl_server) as admin:
+        admin.acl_log_reset()
+        admin.config_set("maxmemory", "1")
+        try:
+            refused = fabric(
+                role_url(acl_server.port, Role.PRODUCER),
+                "submit",
+                "--backpressure-timeout-s",
+                "0.3",
+                "-",
+                stdin=jsonl("oom", 2),
+            )
+        finally:
+            admin.config_set("maxmemory", "0")
+        assert refused.returncode == 6, refused.stderr
+        assert "Redis is out of memory (used " in refused.stderr
+        assert "of maxmemory 0.0 MiB" in refused.stderr
+        assert [entry["object"] for entry in admin.acl_log()] == []
+
+
 # --- credentials never shown ----------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """A full Redis is backpressure: a worker stops claiming, keeps its finished
 results and writes each once when memory comes back; past its outage budget it
-exits 4 and its work waits. A Redis that may evict is refused at start."""
+exits 4 and its work waits. A Redis that may evict is refused at start. A
+worker trims results past the retention, and a full Redis does not stop it."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fabric_worker.dev.redis_server import RedisServer
+from fabric_worker.wire.entries import ResultEntry, encode_result
 from fabric_worker.wire.keys import Keys
 from producers import FabricClient
 from tests.integration.harness import WorkerProcess, num_results, run_burst_worker, wait_until
@@ -84,3 +86,27 @@ def test_worker_exits_4_when_redis_stays_full_past_the_budget(
     client.config_set("maxmemory", "0")
     run_burst_worker(own_redis_server.url, keys.namespace, tmp_path)
     assert_exactly_once(client, keys, jobs)
+
+
+@pytest.mark.timeout(120)
+def test_a_worker_started_on_a_full_redis_trims_old_results_then_serves(
+    own_redis_server: RedisServer, keys: Keys, tmp_path: Path, setup_fleet: SetupFleet
+) -> None:
+    client = setup_fleet(own_redis_server, keys, retention_s=30)
+    jobs = ragged_jobs(200, seed=23)
+    FabricClient(client, keys.namespace).submit(jobs)
+    seconds, micros = client.time()
+    old_ms = seconds * 1000 + micros // 1000 - 60_000  # twice the retention ago
+    old = encode_result(ResultEntry("old", [1], "stop", 1, "w", 0.0, 0.0, 0.0))
+    for start in range(0, 20_000, 1000):
+        pipe = client.pipeline(transaction=False)
+        for seq in range(start, start + 1000):
+            pipe.xadd(keys.results(LANES[0]), old, id=f"{old_ms}-{seq}")
+        pipe.execute()
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory", str(used - 2**20))  # full: no result could be written
+    try:
+        run_burst_worker(own_redis_server.url, keys.namespace, tmp_path)
+    finally:
+        client.config_set("maxmemory", "0")
+    assert_exactly_once(client, keys, jobs)  # and not one of the old results is left

@@ -50,6 +50,7 @@ FORBIDDEN = {
 READ_ONLY = {
     *("get", "mget", "hgetall", "zrange", "xlen", "xrange", "xpending", "xreadgroup"),
     "xinfo|groups",
+    "xinfo|stream",
 }
 
 
@@ -85,6 +86,7 @@ def test_every_role_is_limited_to_its_commands() -> None:
         *("hgetall", "get", "set", "xadd", "incrby"),
         *batch_records,
         *("xrange", "xack", "xdel", "decrby", "zrem"),
+        "info",  # a submit refused for memory names used and maxmemory
     }
     assert rules[Role.PRODUCER].grants[1].commands == ("xrange",)  # jobs only, read-only
     assert set(rules[Role.WORKER].commands) >= {
@@ -97,6 +99,8 @@ def test_every_role_is_limited_to_its_commands() -> None:
         "xack",
         "xdel",
         "decrby",
+        "time",  # the server's clock for the trim cutoff
+        "xtrim",
     }
     assert not set(rules[Role.WORKER].commands) & {"incrby", "xgroup|create", "xgroup|setid"}
     reader = set(rules[Role.READER].commands)
@@ -145,6 +149,10 @@ def test_every_role_is_limited_to_its_commands() -> None:
         (Role.WORKER, "set", Keys(NS).job(64, "x"), True),
         (Role.WORKER, "hset", Keys(NS).worker("gpu0"), True),
         (Role.WORKER, "zadd", Keys(NS).workers, True),
+        (Role.WORKER, "xtrim", Keys(NS).results(64), True),
+        (Role.WORKER, "xtrim", Keys(NS).jobs(64), True),  # never done, but one pattern covers both
+        (Role.READER, "xtrim", Keys(NS).results(64), False),
+        (Role.READER, "xinfo|stream", Keys(NS).results(64), True),
         (Role.WORKER, "set", Keys(NS).config, False),
         (Role.WORKER, "xgroup|create", Keys(NS).jobs(64), False),
         (Role.READER, "hgetall", Keys(NS).config, True),
@@ -203,7 +211,7 @@ def test_setuser_line_holds_a_hash_never_the_password() -> None:
 def test_a_selector_is_one_quoted_argument() -> None:
     reader = role_rules(NS)[2]
     tokens = setuser_tokens(reader, "pw")
-    metadata = "(%R~t1:* +hgetall +get +xlen +xinfo|groups +xinfo|consumers +zrange)"
+    metadata = "(%R~t1:* +hgetall +get +xlen +xinfo|groups +xinfo|consumers +xinfo|stream +zrange)"
     assert tokens[-2] == metadata
     assert tokens[-1] == "(%R~t1:*:dlq +xrange)"
     line = setuser_line(reader, "pw")
