@@ -30,11 +30,34 @@ from fabric_worker.wire.replies import CompleteReply
 
 @dataclass(frozen=True, slots=True)
 class DispatchPolicy:
-    """The worker options that shape its decisions."""
+    """The worker options that shape its decisions.
+
+    ``read_ahead_budgets``: how many budgets' worth of claimed entries the
+    admission queue holds (None: one, two with ``max_tps``). Class grouping
+    sees only what is read ahead, so where class prefixes together outgrow the
+    KV cache a deeper read-ahead is what lets a class's jobs run while its
+    prefix is resident. Its price: those entries stay leased to this worker
+    (renewed with every lease) while they wait, so no other worker can take
+    them; the class age bound still limits each one's wait.
+    """
 
     max_tps: bool = False
     lane_max_wait_s: float = 2.0
     class_max_wait_s: float = 5.0
+    read_ahead_budgets: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.read_ahead_budgets is not None and self.read_ahead_budgets < 1:
+            raise ValueError(
+                f"read_ahead_budgets must be >= 1 or None, got {self.read_ahead_budgets!r}"
+            )
+
+    @property
+    def read_ahead(self) -> int:
+        """Budgets' worth of entries in the admission queue."""
+        if self.read_ahead_budgets is not None:
+            return self.read_ahead_budgets
+        return 2 if self.max_tps else 1
 
 
 @dataclass(slots=True)
@@ -70,12 +93,11 @@ class Dispatcher:
             max_tps=policy.max_tps,
         )
         self.budget = TokenBudget(marks)
-        # Read ahead one budget's worth (two in max-TPS mode): deep enough to
-        # group classes and keep the engine fed while results are written.
-        depth = 2 if policy.max_tps else 1
+        # Read ahead one budget's worth by default (two in max-TPS mode): deep
+        # enough to keep the engine fed while results are written.
         wait = policy.class_max_wait_s * (4 if policy.max_tps else 1)
         self.queue: ClassQueue[Held] = ClassQueue(
-            max_tokens=depth * marks.high_water_tokens, max_wait_s=wait
+            max_tokens=policy.read_ahead * marks.high_water_tokens, max_wait_s=wait
         )
         self.chooser = LaneChooser(
             config.lanes, LanePolicy(max_wait_s=policy.lane_max_wait_s, max_tps=policy.max_tps)

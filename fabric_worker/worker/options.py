@@ -44,6 +44,7 @@ class WorkerOptions:
     reclaim_every_s: float | None = None  # default: a quarter of the lease, at most 1 s
     metrics_port: int | None = None  # serve Prometheus /metrics here
     heartbeat_every_s: float = HEARTBEAT_EVERY_S
+    read_ahead_budgets: int | None = None  # see DispatchPolicy
 
     @property
     def dispatch_policy(self) -> DispatchPolicy:
@@ -51,4 +52,5 @@ class WorkerOptions:
             max_tps=self.max_tps,
             lane_max_wait_s=self.lane_max_wait_s,
             class_max_wait_s=self.class_max_wait_s,
+            read_ahead_budgets=self.read_ahead_budgets,
         )

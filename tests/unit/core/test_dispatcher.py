@@ -210,3 +210,27 @@ def test_an_engine_that_does_not_pad_is_charged_its_prompt_and_the_backlog_its_p
     assert d.budget.in_flight_tokens == 22 * 39
     [completion] = finished.completions
     assert completion.cost_tokens == 100  # the submit script charged the backlog this much
+
+
+@pytest.mark.parametrize(
+    ("policy", "max_tokens"),
+    [
+        (DispatchPolicy(), 900),
+        (DispatchPolicy(max_tps=True), 2000),  # max-TPS high water: 1000,
+        (DispatchPolicy(read_ahead_budgets=4), 3600),
+        (DispatchPolicy(max_tps=True, read_ahead_budgets=3), 3000),
+    ],
+)
+def test_the_read_ahead_holds_the_chosen_number_of_budgets(
+    policy: DispatchPolicy, max_tokens: int
+) -> None:
+    d = Dispatcher(CONFIG, CAPACITY, policy, consumer="w1")
+    assert d.queue.max_tokens == max_tokens
+    # and reads plan for that room: a 100-token lane-64 job, as many as fit
+    plan = d.reads.plan(0.0, {64: 10**6, 128: 0})
+    assert plan is not None and plan.count == max_tokens // (64 + 64)
+
+
+def test_a_read_ahead_of_no_budgets_is_refused() -> None:
+    with pytest.raises(ValueError, match="read_ahead_budgets must be >= 1"):
+        DispatchPolicy(read_ahead_budgets=0)
