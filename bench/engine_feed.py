@@ -102,6 +102,8 @@ def measured(host: EngineHost, name: str, serve: Serve, num_jobs: int) -> Run:
         timeline, start=served.start, end=served.end, num_jobs=num_jobs, max_running=max_running
     )
     wall_s = served.end - served.start
+    figures["num_steps"] = after.num_steps - before.num_steps
+    figures["ms_per_step"] = round(1000 * figures["busy_s"] / max(1, figures["num_steps"]), 2)
     return Run(name, wall_s, call_s, served.outputs, hit_rate(before, after), figures)
 
 
@@ -117,6 +119,9 @@ def contenders(
         table[name] = lambda t, kw=kw: fabric(host, url, jobs, t, **kw)
     if workload == "ragged":
         table["naive queue"] = lambda t: naive(host, url, jobs, t)
+        # The order a lane-by-lane reader hands the engine, without the fabric.
+        by_lane = sorted(jobs, key=lambda j: (-lane_of(len(j.prompt)), j.request_id))
+        table["direct lane-sorted"] = lambda t: direct(host, by_lane, t)
     else:
         by_class = sorted(jobs, key=lambda j: (j.prefix_class or "", j.request_id))
         table["direct class-sorted"] = lambda t: direct(host, by_class, t)
@@ -164,6 +169,10 @@ def bench(
     return rows
 
 
+def lane_of(prompt_tokens: int) -> int:
+    return next(lane for lane in LANES if prompt_tokens <= lane)
+
+
 def build_model(out: Path) -> Path:
     model = out / "model"
     if not (model / "config.json").exists():
@@ -188,6 +197,7 @@ def build_model(out: Path) -> Path:
 @click.option("--prefix-tokens", type=int, default=PREFIX_TOKENS, show_default=True)
 @click.option("--per-class", type=int, default=None, help="Jobs per class [2 quick, else 6].")
 @click.option("--with-proxy", is_flag=True, help="Also the fabric with a thread hop per call.")
+@click.option("--with-lane-by-lane", is_flag=True, help="Also the fabric reading lane by lane.")
 @click.option(
     "--read-ahead", type=int, multiple=True, help="Also the fabric reading N budgets ahead."
 )
@@ -201,6 +211,7 @@ def main(
     prefix_tokens: int,
     per_class: int | None,
     with_proxy: bool,
+    with_lane_by_lane: bool,
     read_ahead: tuple[int, ...],
 ) -> None:
     """Every contender on one engine; one manifest (kv_cache_tokens optionally set) for all."""
@@ -217,6 +228,8 @@ def main(
     manifest = parse_manifest(data, "vllm-tiny-cpu.json")
     rounds = rounds or (2 if quick else 3)
     variants: dict[str, dict] = {"fabric via proxy": {"hosted": False}} if with_proxy else {}
+    if with_lane_by_lane:
+        variants["fabric lane-by-lane"] = {"policy": {"arrival_order": False}}
     for depth in read_ahead:
         variants[f"fabric read-ahead {depth}"] = {"policy": {"read_ahead_budgets": depth}}
     ragged = ragged_jobs(48 if quick else 192, 32 if quick else 64)
@@ -243,13 +256,14 @@ def table(rows: list[dict]) -> str:
     """The rows as a fixed-width table, one line per contender."""
     head = f"{'workload':<8} {'contender':<20} {'jobs':>5} {'wall s':>7} {'tok/s':>8} "
     head += f"{'hit rate':>8} {'vs FIFO':>7} {'busy':>5} {'1st sub':>7} {'gaps s':>6} "
-    lines = [head + f"{'short s':>7} {'tail s':>6} {'call s':>6} tokens"]
+    lines = [head + f"{'short s':>7} {'tail s':>6} {'call s':>6} {'steps':>5} {'ms/st':>5} tokens"]
     for r in rows:
         lines.append(
             f"{r['workload']:<8} {r['contender']:<20} {r['jobs']:>5} {r['wall_s']:>7.3f} "
             f"{r['output_tok_s']:>8.0f} {r['prefix_hit_rate']:>8.2f} {r['vs_direct_fifo']:>7.2f} "
             f"{r['busy_fraction']:>5.2f} {r['first_submit_s']:>7.3f} {r['gap_held_s']:>6.3f} "
             f"{r['short_s']:>7.3f} {r['tail_s']:>6.3f} {r['call_s']:>6.3f} "
+            f"{r['num_steps']:>5} {r['ms_per_step']:>5.1f} "
             + ("match" if r["tokens_match"] else "DIFFER")
         )
     return "\n".join(lines)

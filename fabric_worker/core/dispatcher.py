@@ -21,7 +21,7 @@ from fabric_worker.core.holdings import EntryKey, Held, Holdings
 from fabric_worker.core.intake import Accepted, Limits, judge
 from fabric_worker.core.lanes import LaneChooser, LanePolicy
 from fabric_worker.core.lifecycle import JobEvent, JobState
-from fabric_worker.core.reads import ReadPlanner
+from fabric_worker.core.reads import ReadPlanner, arrival
 from fabric_worker.wire.claims import Claimed, Completion, DeadLetter, HandBack, Retry
 from fabric_worker.wire.entries import ResultEntry, encode_result
 from fabric_worker.wire.fleet_config import FleetConfig
@@ -45,6 +45,7 @@ class DispatchPolicy:
     lane_max_wait_s: float = 2.0
     class_max_wait_s: float = 5.0
     read_ahead_budgets: int | None = None
+    arrival_order: bool | None = None  # None: on engines that do not pad (core/reads.py)
 
     def __post_init__(self) -> None:
         if self.read_ahead_budgets is not None and self.read_ahead_budgets < 1:
@@ -112,7 +113,10 @@ class Dispatcher:
             max_cost_tokens=marks.high_water_tokens,
             pads_prompts=capacity.pads_prompts,
         )
-        self.reads = ReadPlanner(self.chooser, self.queue)
+        self.arrival_order = (
+            not capacity.pads_prompts if policy.arrival_order is None else policy.arrival_order
+        )
+        self.reads = ReadPlanner(self.chooser, self.queue, arrival_order=self.arrival_order)
         self.is_admitting = True
         self._request_ids = itertools.count(1)
 
@@ -142,7 +146,10 @@ class Dispatcher:
     def accept(self, claimed: Sequence[Claimed], now_s: float, now_unix: float) -> Rejected:
         """Queue what can be served; say what to dead-letter and hand back."""
         rejected = Rejected()
-        for c in self.unheld(claimed):  # a held one: our own entry, reclaimed after a stall
+        fresh = self.unheld(claimed)
+        if self.arrival_order:
+            fresh.sort(key=lambda c: arrival(c.entry_id))
+        for c in fresh:  # a held one: our own entry, reclaimed after a stall
             verdict = judge(c, self.limits, can_queue=self.queue.can_push)
             if isinstance(verdict, DeadLetter):
                 rejected.dead_letters.append(verdict)

@@ -45,6 +45,7 @@ class WorkerOptions:
     metrics_port: int | None = None  # serve Prometheus /metrics here
     heartbeat_every_s: float = HEARTBEAT_EVERY_S
     read_ahead_budgets: int | None = None  # see DispatchPolicy
+    arrival_order: bool | None = None  # see DispatchPolicy
 
     @property
     def dispatch_policy(self) -> DispatchPolicy:
@@ -53,4 +54,5 @@ class WorkerOptions:
             lane_max_wait_s=self.lane_max_wait_s,
             class_max_wait_s=self.class_max_wait_s,
             read_ahead_budgets=self.read_ahead_budgets,
+            arrival_order=self.arrival_order,
         )

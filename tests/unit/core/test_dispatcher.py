@@ -234,3 +234,41 @@ def test_the_read_ahead_holds_the_chosen_number_of_budgets(
 def test_a_read_ahead_of_no_budgets_is_refused() -> None:
     with pytest.raises(ValueError, match="read_ahead_budgets must be >= 1"):
         DispatchPolicy(read_ahead_budgets=0)
+
+
+def in_flight_dispatcher(**policy: object) -> Dispatcher:
+    capacity = replace(CAPACITY, pads_prompts=False)
+    return Dispatcher(CONFIG, capacity, DispatchPolicy(**policy), consumer="w1")  # type: ignore[arg-type]
+
+
+def test_an_engine_that_does_not_pad_reads_every_lane_with_work_at_once() -> None:
+    d = in_flight_dispatcher()
+    assert d.arrival_order
+    plan = d.reads.plan(0.0, {64: 500, 128: 700})
+    assert plan is not None and not plan.is_blocking
+    # one job from each lane costs (64 + 64) + (128 + 128) by the first estimates
+    assert (plan.lanes, plan.count) == ((64, 128), 900 // (128 + 256))
+    # a lane the read found empty is passed over until its backlog moves
+    d.reads.done(plan, 2, lanes_claimed={128})
+    later = d.reads.plan(0.0, {64: 500, 128: 700})
+    assert later is not None and later.lanes == (128,)
+    moved = d.reads.plan(0.0, {64: 600, 128: 700})
+    assert moved is not None and moved.lanes == (64, 128)
+
+
+def test_arrival_order_queues_entries_by_stream_id_across_lanes() -> None:
+    d = in_flight_dispatcher()
+    # max_new_tokens tells the jobs apart in what admission hands the engine
+    late = Claimed(64, b"1700000000002-0", entry(2, max_new=32).fields, 1)
+    early = Claimed(128, b"1700000000001-5", entry(1, lane=128, max_new=33).fields, 1)
+    earliest = Claimed(64, b"1700000000001-0", entry(3, max_new=34).fields, 1)
+    d.accept([late, early, earliest], 0.0, 0.0)
+    requests = d.admit(0.0, engine_room=8)
+    assert [r.max_new_tokens for r in requests] == [34, 33, 32]
+
+
+def test_lane_by_lane_stays_the_order_of_padding_engines_and_can_be_chosen() -> None:
+    assert not dispatcher().arrival_order
+    d = in_flight_dispatcher(arrival_order=False)
+    plan = d.reads.plan(0.0, {64: 500, 128: 700})
+    assert plan is not None and len(plan.lanes) == 1
