@@ -36,6 +36,7 @@ class Served:
     outputs: dict[int, list[int]]  # job index -> tokens
     start: float  # time.time() at the contender's clock start
     end: float  # ... and at its end
+    driver_cpu_s: float | None = None  # the fabric worker's event-loop thread, CPU seconds
 
 
 def direct(host: EngineHost, jobs: Sequence[EngineRequest], timeline: Timeline) -> Served:
@@ -97,7 +98,9 @@ def fabric(
         finally:
             await async_client.aclose()
 
+    cpu_before = time.thread_time()  # the event loop runs on this thread; the engine's is apart
     code, start = asyncio.run(serve())
+    driver_cpu_s = time.thread_time() - cpu_before
     if code is not ExitCode.OK:
         raise RuntimeError(f"fabric worker exited {code}")
     outputs, end = {}, start
@@ -106,7 +109,7 @@ def fabric(
             result = decode_result(fields)
             outputs[int(result.id)] = list(result.tokens)
             end = max(end, int(entry_id.split(b"-")[0]) / 1000)  # Redis's clock, in ms
-    return Served(outputs, start, end)
+    return Served(outputs, start, end, driver_cpu_s)
 
 
 def naive(host: EngineHost, url: str, jobs: Sequence[EngineRequest], timeline: Timeline) -> Served:
