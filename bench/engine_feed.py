@@ -222,6 +222,7 @@ def main(
     per_class: int | None,
     with_proxy: bool,
     with_lane_by_lane: bool,
+    with_unshared: bool,
     age_bound: float | None,
     read_ahead: tuple[int, ...],
 ) -> None:
@@ -243,6 +244,9 @@ def main(
         variants["fabric lane-by-lane"] = {"policy": {"arrival_order": False}}
     for depth in read_ahead:
         variants[f"fabric read-ahead {depth}"] = {"policy": {"read_ahead_budgets": depth}}
+        if with_unshared:
+            policy = {"read_ahead_budgets": depth, "share_prefixes": False}
+            variants[f"fabric read-ahead {depth} unshared"] = {"policy": policy}
         if age_bound is not None:
             policy = {"read_ahead_budgets": depth, "class_max_wait_s": age_bound}
             variants[f"fabric read-ahead {depth} age {age_bound:g}s"] = {"policy": policy}

@@ -136,6 +136,12 @@ class ClassQueue(Generic[T]):
         entry = self._select(now_s)
         return None if entry is None else entry.cost_tokens
 
+    def peek(self, now_s: float) -> T | None:
+        """The item ``pop(now_s)`` would return, left in place; None if empty."""
+        self._advance(now_s)
+        entry = self._select(now_s)
+        return None if entry is None else entry.item
+
     def pop(self, now_s: float) -> T | None:
         """Remove and return the next item (see the class docstring); None if empty."""
         self._advance(now_s)

@@ -21,44 +21,13 @@ from fabric_worker.core.holdings import EntryKey, Held, Holdings
 from fabric_worker.core.intake import Accepted, Limits, judge
 from fabric_worker.core.lanes import LaneChooser, LanePolicy
 from fabric_worker.core.lifecycle import JobEvent, JobState
+from fabric_worker.core.policy import DispatchPolicy
 from fabric_worker.core.reads import ReadPlanner, arrival
+from fabric_worker.core.sharing import SharedPrefixes
 from fabric_worker.wire.claims import Claimed, Completion, DeadLetter, HandBack, Retry
 from fabric_worker.wire.entries import ResultEntry, encode_result
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.replies import CompleteReply
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchPolicy:
-    """The worker options that shape its decisions.
-
-    ``read_ahead_budgets``: how many budgets' worth of claimed entries the
-    admission queue holds (None: one, two with ``max_tps``). Class grouping
-    sees only what is read ahead, so where class prefixes together outgrow the
-    KV cache a deeper read-ahead is what lets a class's jobs run while its
-    prefix is resident. Its price: those entries stay leased to this worker
-    (renewed with every lease) while they wait, so no other worker can take
-    them; the class age bound still limits each one's wait.
-    """
-
-    max_tps: bool = False
-    lane_max_wait_s: float = 2.0
-    class_max_wait_s: float = 5.0
-    read_ahead_budgets: int | None = None
-    arrival_order: bool | None = None  # None: on engines that do not pad (core/reads.py)
-
-    def __post_init__(self) -> None:
-        if self.read_ahead_budgets is not None and self.read_ahead_budgets < 1:
-            raise ValueError(
-                f"read_ahead_budgets must be >= 1 or None, got {self.read_ahead_budgets!r}"
-            )
-
-    @property
-    def read_ahead(self) -> int:
-        """Budgets' worth of entries in the admission queue."""
-        if self.read_ahead_budgets is not None:
-            return self.read_ahead_budgets
-        return 2 if self.max_tps else 1
 
 
 @dataclass(slots=True)
@@ -117,6 +86,10 @@ class Dispatcher:
             not capacity.pads_prompts if policy.arrival_order is None else policy.arrival_order
         )
         self.reads = ReadPlanner(self.chooser, self.queue, arrival_order=self.arrival_order)
+        shares = policy.share_prefixes
+        if shares is None:
+            shares = not capacity.pads_prompts
+        self.sharing = SharedPrefixes(capacity.kv_block_tokens) if shares else None
         self.is_admitting = True
         self._request_ids = itertools.count(1)
 
@@ -174,15 +147,23 @@ class Dispatcher:
         if not self.is_admitting:
             return requests
         while len(requests) < engine_room:
-            cost = self.queue.peek_cost(now_s)
-            if cost is None or not self.budget.try_admit(cost):
+            held = self.queue.peek(now_s)
+            if held is None:
                 break
-            held = self.queue.pop(now_s)
-            if held is None:  # pragma: no cover - peek_cost just saw an item
-                raise RuntimeError("admission queue emptied between peek and pop")
+            job = held.job
+            cls, sharing = job.prefix_class, self.sharing
+            discount = sharing.discount(cls, job.tokens) if sharing else 0
+            if not self.budget.try_admit(held.budget_tokens - discount):
+                break
+            self.queue.pop(now_s)
+            held.budget_tokens -= discount
+            if sharing and (moved := sharing.admitted(cls, held, job.tokens, discount)):
+                first = sharing.first_of(cls)
+                if not isinstance(first, Held):  # pragma: no cover - discount() checks it
+                    raise RuntimeError("a shared prefix was pinned with no first job in flight")
+                first.budget_tokens -= moved
             request_id = next(self._request_ids)
             self.holdings.start(held, request_id)
-            job = held.job
             requests.append(
                 EngineRequest(
                     request_id=request_id,
@@ -205,6 +186,8 @@ class Dispatcher:
             if held is None:
                 raise RuntimeError(f"engine returned unknown request {out.request_id}")
             self.budget.release(held.budget_tokens)
+            if self.sharing and (pinned := self.sharing.finished(held.job.prefix_class, held)):
+                self.budget.release(pinned)
             if held.state is JobState.LOST:
                 self.counts.lease_lost += 1
             elif out.finish_reason is FinishReason.CANCELLED:

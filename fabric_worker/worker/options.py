@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 
-from fabric_worker.core.dispatcher import DispatchPolicy
+from fabric_worker.core.policy import DispatchPolicy
 from fabric_worker.telemetry.status import HEARTBEAT_EVERY_S
 
 DEFAULT_GRACE_S = 30.0

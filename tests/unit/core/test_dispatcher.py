@@ -9,8 +9,9 @@ from dataclasses import replace
 import pytest
 
 from engines.contract import Capacity, EngineOutput, FinishReason
-from fabric_worker.core.dispatcher import Dispatcher, DispatchPolicy
+from fabric_worker.core.dispatcher import Dispatcher
 from fabric_worker.core.lifecycle import JobState
+from fabric_worker.core.policy import DispatchPolicy
 from fabric_worker.wire.claims import Claimed, DeadLetter, HandBack, Retry
 from fabric_worker.wire.entries import JobEntry, decode_result, encode_job
 from fabric_worker.wire.fleet_config import FleetConfig
