@@ -205,9 +205,8 @@ def build_model(out: Path) -> Path:
 @click.option("--per-class", type=int, default=None, help="Jobs per class [2 quick, else 6].")
 @click.option("--with-proxy", is_flag=True, help="Also the fabric with a thread hop per call.")
 @click.option("--with-lane-by-lane", is_flag=True, help="Also the fabric reading lane by lane.")
-@click.option(
-    "--age-bound", type=float, default=None, help="Also each read-ahead at this age bound."
-)
+@click.option("--with-unshared", is_flag=True, help="Also each read-ahead, prefixes unshared.")
+@click.option("--age-bound", type=float, default=None, help="Also each read-ahead, age bound S.")
 @click.option(
     "--read-ahead", type=int, multiple=True, help="Also the fabric reading N budgets ahead."
 )

@@ -46,6 +46,7 @@ class WorkerOptions:
     heartbeat_every_s: float = HEARTBEAT_EVERY_S
     read_ahead_budgets: int | None = None  # see DispatchPolicy
     arrival_order: bool | None = None  # see DispatchPolicy
+    share_prefixes: bool | None = None  # see DispatchPolicy
 
     @property
     def dispatch_policy(self) -> DispatchPolicy:
@@ -55,4 +56,5 @@ class WorkerOptions:
             class_max_wait_s=self.class_max_wait_s,
             read_ahead_budgets=self.read_ahead_budgets,
             arrival_order=self.arrival_order,
+            share_prefixes=self.share_prefixes,
         )
