@@ -20,28 +20,25 @@ short fabric-vs-direct table.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import random
 import subprocess
 import sys
 import tempfile
 import time
-from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-import redis
 
 from bench.common import MANIFESTS, ROOT
-from bench.shared_engine import EngineHost, EngineProxy, run_direct
+from bench.feed_contenders import LANES, VOCAB, Served, direct, fabric, naive
+from bench.feed_timeline import Timeline, summarise
+from bench.shared_engine import EngineHost
 from engines.contract import EngineRequest
 
-VOCAB = 1024
-LANES = (64, 128, 256, 512, 1024)
 NUM_CLASSES = 32
 PREFIX_TOKENS = 768
 
@@ -49,9 +46,11 @@ PREFIX_TOKENS = 768
 @dataclass(frozen=True, slots=True)
 class Run:
     contender: str
-    wall_s: float
+    wall_s: float  # the contender's own clock (bench.feed_contenders)
+    call_s: float  # the whole call: queueing the jobs, serving, a burst worker's exit
     outputs: dict[int, list[int]]  # job index -> tokens
     hit_rate: float
+    timeline: dict[str, float]
 
 
 def ragged_jobs(num: int, max_new: int) -> list[EngineRequest]:
@@ -67,10 +66,12 @@ def ragged_jobs(num: int, max_new: int) -> list[EngineRequest]:
     return jobs
 
 
-def class_jobs(per_class: int) -> list[EngineRequest]:
+def class_jobs(
+    per_class: int, num_classes: int = NUM_CLASSES, prefix_tokens: int = PREFIX_TOKENS
+) -> list[EngineRequest]:
     rng = random.Random(5)
-    prefixes = [[rng.randrange(VOCAB) for _ in range(PREFIX_TOKENS)] for _ in range(NUM_CLASSES)]
-    classes = [c for c in range(NUM_CLASSES) for _ in range(per_class)]
+    prefixes = [[rng.randrange(VOCAB) for _ in range(prefix_tokens)] for _ in range(num_classes)]
+    classes = [c for c in range(num_classes) for _ in range(per_class)]
     rng.shuffle(classes)
     jobs = []
     for i, c in enumerate(classes):
@@ -85,108 +86,70 @@ def hit_rate(before: Any, after: Any) -> float:
     return hits / (hits + misses) if hits + misses else 0.0
 
 
-def measured(host: EngineHost, name: str, serve: Callable[[], dict[int, list[int]]]) -> Run:
+Serve = Callable[[Timeline], Served]
+
+
+def measured(host: EngineHost, name: str, serve: Serve, num_jobs: int) -> Run:
     assert host.call(lambda engine: engine.reset_prefix_cache()), "prefix cache not reset"
     before = host.call(lambda engine: engine.stats())
-    started = time.monotonic()
-    outputs = serve()
-    wall_s = time.monotonic() - started
-    return Run(name, wall_s, outputs, hit_rate(before, host.call(lambda engine: engine.stats())))
-
-
-def direct(host: EngineHost, jobs: Sequence[EngineRequest]) -> dict[int, list[int]]:
-    done = host.call(lambda engine: run_direct(engine, jobs))
-    return {rid: out.tokens for rid, out in done.items()}
-
-
-def fabric(host: EngineHost, url: str, jobs: Sequence[EngineRequest]) -> dict[int, list[int]]:
-    """Submit every job, then a burst worker on the shared engine serves them all."""
-    from fabric_worker.broker.connection import connect_async
-    from fabric_worker.broker.namespace import init_namespace
-    from fabric_worker.broker.streams import Broker
-    from fabric_worker.wire.entries import decode_result
-    from fabric_worker.wire.fleet_config import FleetConfig
-    from fabric_worker.wire.keys import Keys
-    from fabric_worker.worker.options import ExitCode, WorkerOptions
-    from fabric_worker.worker.service import Worker
-    from producers import FabricClient, Job
-
-    client = redis.Redis.from_url(url)
-    client.flushall()
-    keys = Keys("feed")
-    config = FleetConfig(lanes=LANES, vocab_size=VOCAB, max_seq_len=2048, backlog_cap_tokens=10**9)
-    init_namespace(client, keys, config)
-    FabricClient(client, keys.namespace).submit(
-        Job(list(j.prompt), j.max_new_tokens, id=str(j.request_id), prefix_class=j.prefix_class)
-        for j in jobs
+    # CPU seconds of the engine's thread: what the neighbours on a shared machine
+    # cannot inflate the way they inflate the wall clock.
+    cpu_before = host.call(lambda _: time.thread_time())
+    timeline = Timeline()
+    called = time.monotonic()
+    served = serve(timeline)
+    call_s = time.monotonic() - called
+    engine_cpu_s = host.call(lambda _: time.thread_time()) - cpu_before
+    after = host.call(lambda engine: engine.stats())
+    max_running = host.call(lambda engine: engine.capacity.max_batch_size)
+    figures = summarise(
+        timeline, start=served.start, end=served.end, num_jobs=num_jobs, max_running=max_running
     )
-
-    async def serve() -> ExitCode:
-        async_client = connect_async(url)
-        options = WorkerOptions(consumer="feed", burst=True, log_every_s=3600.0)
-        broker = Broker(async_client, keys, options.consumer, retention_s=600)
-        worker = Worker(broker, config, lambda: EngineProxy(host), options, log=lambda _: None)
-        try:
-            return await worker.run()
-        finally:
-            await async_client.aclose()
-
-    code = asyncio.run(serve())
-    if code is not ExitCode.OK:
-        raise RuntimeError(f"fabric worker exited {code}")
-    outputs = {}
-    for lane in LANES:
-        for _, fields in client.xrange(keys.results(lane)):
-            result = decode_result(fields)
-            outputs[int(result.id)] = list(result.tokens)
-    return outputs
+    wall_s = served.end - served.start
+    figures["num_steps"] = after.num_steps - before.num_steps
+    figures["engine_cpu_s"] = round(engine_cpu_s, 3)
+    if served.driver_cpu_s is not None:
+        figures["worker_cpu_us_per_job"] = round(1e6 * served.driver_cpu_s / num_jobs)
+    figures["ms_per_step"] = round(1000 * figures["busy_s"] / max(1, figures["num_steps"]), 2)
+    return Run(name, wall_s, call_s, served.outputs, hit_rate(before, after), figures)
 
 
-def naive(host: EngineHost, url: str, jobs: Sequence[EngineRequest]) -> dict[int, list[int]]:
-    import orjson
-
-    from bench import naive as loop
-
-    client = redis.Redis.from_url(url)
-    client.flushall()
-    loop.create_stream(client)
-    pipe = client.pipeline(transaction=False)
-    for j in jobs:
-        header = {"id": str(j.request_id), "max_new_tokens": j.max_new_tokens, "submitted_at": 0}
-        pipe.xadd(loop.STREAM, {"h": orjson.dumps(header), "t": array("I", j.prompt).tobytes()})
-    pipe.execute()
-    host.call(lambda engine: loop.serve_engine(client, engine, len(jobs)))
-    outputs = {}
-    for _, fields in client.xrange(loop.RESULTS):
-        tokens = array("I")
-        tokens.frombytes(fields[b"t"])
-        outputs[int(orjson.loads(fields[b"h"])["id"])] = list(tokens)
-    return outputs
-
-
-def contenders(workload: str, host: EngineHost, url: str, jobs: list[EngineRequest]) -> dict:
-    table: dict[str, Callable[[], dict[int, list[int]]]] = {
-        "fabric": lambda: fabric(host, url, jobs),
-        "direct FIFO": lambda: direct(host, jobs),
+def contenders(
+    workload: str, host: EngineHost, url: str, jobs: list[EngineRequest], variants: dict
+) -> dict:
+    """Name -> serve; ``variants``: more fabric contenders, name -> fabric() keywords."""
+    table: dict[str, Serve] = {
+        "fabric": lambda t: fabric(host, url, jobs, t),
+        "direct FIFO": lambda t: direct(host, jobs, t),
     }
+    for name, kw in variants.items():
+        table[name] = lambda t, kw=kw: fabric(host, url, jobs, t, **kw)
     if workload == "ragged":
-        table["naive queue"] = lambda: naive(host, url, jobs)
+        table["naive queue"] = lambda t: naive(host, url, jobs, t)
+        # The order a lane-by-lane reader hands the engine, without the fabric.
+        by_lane = sorted(jobs, key=lambda j: (-lane_of(len(j.prompt)), j.request_id))
+        table["direct lane-sorted"] = lambda t: direct(host, by_lane, t)
     else:
         by_class = sorted(jobs, key=lambda j: (j.prefix_class or "", j.request_id))
-        table["direct class-sorted"] = lambda: direct(host, by_class)
+        table["direct class-sorted"] = lambda t: direct(host, by_class, t)
     return table
 
 
 def bench(
-    host: EngineHost, url: str, workload: str, jobs: list[EngineRequest], rounds: int
+    host: EngineHost,
+    url: str,
+    workload: str,
+    jobs: list[EngineRequest],
+    rounds: int,
+    variants: dict | None = None,
 ) -> list:
-    table = contenders(workload, host, url, jobs)
+    table = contenders(workload, host, url, jobs, variants or {})
     names = list(table)
     runs: dict[str, list[Run]] = {name: [] for name in names}
-    direct(host, jobs)  # warm-up, not measured: the first batches of new shapes compile
+    direct(host, jobs, Timeline())  # warm-up, not measured: the first batches of new shapes compile
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            runs[name].append(measured(host, name, table[name]))
+            runs[name].append(measured(host, name, table[name], len(jobs)))
     reference = runs["direct FIFO"][0].outputs
     num_new = sum(len(tokens) for tokens in reference.values())
     rows = []
@@ -198,16 +161,23 @@ def bench(
                 "contender": name,
                 "jobs": len(jobs),
                 "wall_s": round(best.wall_s, 3),
+                "call_s": round(best.call_s, 3),
                 "output_tok_s": round(num_new / best.wall_s, 1),
                 "jobs_s": round(len(jobs) / best.wall_s, 2),
                 "prefix_hit_rate": round(best.hit_rate, 3),
                 "tokens_match": all(run.outputs == reference for run in runs[name]),
+                "walls_s": [round(run.wall_s, 3) for run in runs[name]],
+                **best.timeline,
             }
         )
     base = next(row for row in rows if row["contender"] == "direct FIFO")
     for row in rows:
         row["vs_direct_fifo"] = round(row["output_tok_s"] / base["output_tok_s"], 3)
     return rows
+
+
+def lane_of(prompt_tokens: int) -> int:
+    return next(lane for lane in LANES if prompt_tokens <= lane)
 
 
 def build_model(out: Path) -> Path:
@@ -228,7 +198,34 @@ def build_model(out: Path) -> Path:
     default="both",
     show_default=True,
 )
-def main(quick: bool, out: Path | None, workload: str) -> None:
+@click.option("--rounds", type=int, default=None, help="Rounds per contender [2 quick, else 3].")
+@click.option("--kv-tokens", type=int, default=None, help="The manifest's kv_cache_tokens.")
+@click.option("--classes", "num_classes", type=int, default=NUM_CLASSES, show_default=True)
+@click.option("--prefix-tokens", type=int, default=PREFIX_TOKENS, show_default=True)
+@click.option("--per-class", type=int, default=None, help="Jobs per class [2 quick, else 6].")
+@click.option("--with-proxy", is_flag=True, help="Also the fabric with a thread hop per call.")
+@click.option("--with-lane-by-lane", is_flag=True, help="Also the fabric reading lane by lane.")
+@click.option("--with-unshared", is_flag=True, help="Also each read-ahead, prefixes unshared.")
+@click.option("--age-bound", type=float, default=None, help="Also each read-ahead, age bound S.")
+@click.option(
+    "--read-ahead", type=int, multiple=True, help="Also the fabric reading N budgets ahead."
+)
+def main(
+    quick: bool,
+    out: Path | None,
+    workload: str,
+    rounds: int | None,
+    kv_tokens: int | None,
+    num_classes: int,
+    prefix_tokens: int,
+    per_class: int | None,
+    with_proxy: bool,
+    with_lane_by_lane: bool,
+    with_unshared: bool,
+    age_bound: float | None,
+    read_ahead: tuple[int, ...],
+) -> None:
+    """Every contender on one engine; one manifest (kv_cache_tokens optionally set) for all."""
     from engines.manifest import parse_manifest
     from engines.vllm.engine import VllmEngine
     from fabric_worker.dev.redis_server import RedisServer
@@ -237,20 +234,33 @@ def main(quick: bool, out: Path | None, workload: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     data = json.loads((MANIFESTS / "vllm-tiny-cpu.json").read_text())
     data["model"] = str(build_model(out))
+    if kv_tokens is not None:
+        data["kv_cache_tokens"] = kv_tokens
     manifest = parse_manifest(data, "vllm-tiny-cpu.json")
-    rounds = 2 if quick else 3
+    rounds = rounds or (2 if quick else 3)
+    variants: dict[str, dict] = {"fabric via proxy": {"hosted": False}} if with_proxy else {}
+    if with_lane_by_lane:
+        variants["fabric lane-by-lane"] = {"policy": {"arrival_order": False}}
+    for depth in read_ahead:
+        variants[f"fabric read-ahead {depth}"] = {"policy": {"read_ahead_budgets": depth}}
+        if with_unshared:
+            policy = {"read_ahead_budgets": depth, "share_prefixes": False}
+            variants[f"fabric read-ahead {depth} unshared"] = {"policy": policy}
+        if age_bound is not None:
+            policy = {"read_ahead_budgets": depth, "class_max_wait_s": age_bound}
+            variants[f"fabric read-ahead {depth} age {age_bound:g}s"] = {"policy": policy}
     ragged = ragged_jobs(48 if quick else 192, 32 if quick else 64)
-    classes = class_jobs(2 if quick else 6)
+    classes = class_jobs(per_class or (2 if quick else 6), num_classes, prefix_tokens)
     started = time.monotonic()
     host = EngineHost(lambda: VllmEngine(manifest))
-    print(f"engine started in {time.monotonic() - started:.1f} s", file=sys.stderr)
+    print(f"engine started in {time.monotonic() - started:.1f} s: {manifest}", file=sys.stderr)
     try:
         with RedisServer(Path(tempfile.mkdtemp(prefix="redis-", dir=out))) as server:
             rows = []
             if workload in ("both", "ragged"):
-                rows += bench(host, server.url, "ragged", ragged, rounds)
+                rows += bench(host, server.url, "ragged", ragged, rounds, variants)
             if workload in ("both", "classes"):
-                rows += bench(host, server.url, "classes", classes, rounds)
+                rows += bench(host, server.url, "classes", classes, rounds, variants)
     finally:
         host.close()
     (out / "engine_feed.json").write_text(json.dumps(rows, indent=2))
@@ -261,12 +271,18 @@ def main(quick: bool, out: Path | None, workload: str) -> None:
 
 def table(rows: list[dict]) -> str:
     """The rows as a fixed-width table, one line per contender."""
-    head = f"{'workload':<8} {'contender':<20} {'jobs':>5} {'tok/s':>8} {'jobs/s':>7} "
-    lines = [head + f"{'hit rate':>8} {'vs FIFO':>7} tokens"]
+    head = f"{'workload':<8} {'contender':<20} {'jobs':>5} {'wall s':>7} {'tok/s':>8} "
+    head += f"{'hit rate':>8} {'vs FIFO':>7} {'busy':>5} {'1st sub':>7} {'gaps s':>6} "
+    head += f"{'short s':>7} {'tail s':>6} {'call s':>6} {'steps':>5} {'eng cpu':>7} "
+    lines = [head + f"{'cpu/job':>7} tokens"]
     for r in rows:
         lines.append(
-            f"{r['workload']:<8} {r['contender']:<20} {r['jobs']:>5} {r['output_tok_s']:>8.0f} "
-            f"{r['jobs_s']:>7.1f} {r['prefix_hit_rate']:>8.2f} {r['vs_direct_fifo']:>7.2f} "
+            f"{r['workload']:<8} {r['contender']:<20} {r['jobs']:>5} {r['wall_s']:>7.3f} "
+            f"{r['output_tok_s']:>8.0f} {r['prefix_hit_rate']:>8.2f} {r['vs_direct_fifo']:>7.2f} "
+            f"{r['busy_fraction']:>5.2f} {r['first_submit_s']:>7.3f} {r['gap_held_s']:>6.3f} "
+            f"{r['short_s']:>7.3f} {r['tail_s']:>6.3f} {r['call_s']:>6.3f} "
+            f"{r['num_steps']:>5} {r['engine_cpu_s']:>7.3f} "
+            f"{r.get('worker_cpu_us_per_job', '-'):>7} "
             + ("match" if r["tokens_match"] else "DIFFER")
         )
     return "\n".join(lines)

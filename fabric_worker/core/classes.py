@@ -43,12 +43,20 @@ class _Entry(Generic[T]):
 class ClassQueue(Generic[T]):
     """A token-bounded queue that pops items in runs of one prefix class.
 
-    Pop order:
-    1. Age bound: if the oldest item is older than ``max_wait_s`` (now_s - pushed_s >
-       max_wait_s), it goes first, whatever its class.
-    2. The current class (the class of the last popped item) while it has items.
+    Pop order (an item is overdue once now_s - pushed_s > max_wait_s):
+    1. The current class (the class of the last popped item) while it has items, unless
+       another class holds an overdue item and the current class's oldest is not overdue.
+    2. Age bound: otherwise, if the oldest item is overdue, it goes first, whatever its
+       class, and its class becomes the current one.
     3. Otherwise the class with the most items (ties: the one whose oldest item is oldest).
     Within a class, oldest first. ``None`` is a class of its own.
+
+    Rule 1 lets a class that the age bound chose run on through its overdue items rather
+    than give way after one: when the queue holds more than ``max_wait_s`` of work, every
+    item is overdue, and strict oldest-first would interleave the classes (no prefix
+    stays cached for its next job) where this serves them in runs, in the order of their
+    oldest items. A run still ends at its first item that is not overdue, so an overdue
+    item waits at most for the overdue items of the classes whose oldest were older.
 
     Bound: ``push`` refuses an item whose tokens would take the queue past ``max_tokens``,
     except that an empty queue always takes one item, so a job bigger than the bound still
@@ -128,6 +136,12 @@ class ClassQueue(Generic[T]):
         entry = self._select(now_s)
         return None if entry is None else entry.cost_tokens
 
+    def peek(self, now_s: float) -> T | None:
+        """The item ``pop(now_s)`` would return, left in place; None if empty."""
+        self._advance(now_s)
+        entry = self._select(now_s)
+        return None if entry is None else entry.item
+
     def pop(self, now_s: float) -> T | None:
         """Remove and return the next item (see the class docstring); None if empty."""
         self._advance(now_s)
@@ -177,12 +191,13 @@ class ClassQueue(Generic[T]):
         if self._num_items == 0:
             return None
         oldest = self._by_age[0]
-        if now_s - oldest.pushed_s > self._max_wait_s:
-            return oldest
+        is_overdue = now_s - oldest.pushed_s > self._max_wait_s
         if self._has_current:
             queue = self._by_class.get(self._current_class)
-            if queue:
+            if queue and (not is_overdue or now_s - queue[0].pushed_s > self._max_wait_s):
                 return queue[0]
+        if is_overdue:
+            return oldest
         return self._by_class[self._fullest_class()][0]
 
     def _fullest_class(self) -> str | None:

@@ -21,20 +21,13 @@ from fabric_worker.core.holdings import EntryKey, Held, Holdings
 from fabric_worker.core.intake import Accepted, Limits, judge
 from fabric_worker.core.lanes import LaneChooser, LanePolicy
 from fabric_worker.core.lifecycle import JobEvent, JobState
-from fabric_worker.core.reads import ReadPlanner
+from fabric_worker.core.policy import DispatchPolicy
+from fabric_worker.core.reads import ReadPlanner, arrival
+from fabric_worker.core.sharing import SharedPrefixes
 from fabric_worker.wire.claims import Claimed, Completion, DeadLetter, HandBack, Retry
 from fabric_worker.wire.entries import ResultEntry, encode_result
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.replies import CompleteReply
-
-
-@dataclass(frozen=True, slots=True)
-class DispatchPolicy:
-    """The worker options that shape its decisions."""
-
-    max_tps: bool = False
-    lane_max_wait_s: float = 2.0
-    class_max_wait_s: float = 5.0
 
 
 @dataclass(slots=True)
@@ -70,12 +63,11 @@ class Dispatcher:
             max_tps=policy.max_tps,
         )
         self.budget = TokenBudget(marks)
-        # Read ahead one budget's worth (two in max-TPS mode): deep enough to
-        # group classes and keep the engine fed while results are written.
-        depth = 2 if policy.max_tps else 1
+        # Read ahead one budget's worth by default (two in max-TPS mode): deep
+        # enough to keep the engine fed while results are written.
         wait = policy.class_max_wait_s * (4 if policy.max_tps else 1)
         self.queue: ClassQueue[Held] = ClassQueue(
-            max_tokens=depth * marks.high_water_tokens, max_wait_s=wait
+            max_tokens=policy.read_ahead * marks.high_water_tokens, max_wait_s=wait
         )
         self.chooser = LaneChooser(
             config.lanes, LanePolicy(max_wait_s=policy.lane_max_wait_s, max_tps=policy.max_tps)
@@ -90,7 +82,14 @@ class Dispatcher:
             max_cost_tokens=marks.high_water_tokens,
             pads_prompts=capacity.pads_prompts,
         )
-        self.reads = ReadPlanner(self.chooser, self.queue)
+        self.arrival_order = (
+            not capacity.pads_prompts if policy.arrival_order is None else policy.arrival_order
+        )
+        self.reads = ReadPlanner(self.chooser, self.queue, arrival_order=self.arrival_order)
+        shares = policy.share_prefixes
+        if shares is None:
+            shares = not capacity.pads_prompts
+        self.sharing = SharedPrefixes(capacity.kv_block_tokens) if shares else None
         self.is_admitting = True
         self._request_ids = itertools.count(1)
 
@@ -120,7 +119,10 @@ class Dispatcher:
     def accept(self, claimed: Sequence[Claimed], now_s: float, now_unix: float) -> Rejected:
         """Queue what can be served; say what to dead-letter and hand back."""
         rejected = Rejected()
-        for c in self.unheld(claimed):  # a held one: our own entry, reclaimed after a stall
+        fresh = self.unheld(claimed)
+        if self.arrival_order:
+            fresh.sort(key=lambda c: arrival(c.entry_id))
+        for c in fresh:  # a held one: our own entry, reclaimed after a stall
             verdict = judge(c, self.limits, can_queue=self.queue.can_push)
             if isinstance(verdict, DeadLetter):
                 rejected.dead_letters.append(verdict)
@@ -145,15 +147,23 @@ class Dispatcher:
         if not self.is_admitting:
             return requests
         while len(requests) < engine_room:
-            cost = self.queue.peek_cost(now_s)
-            if cost is None or not self.budget.try_admit(cost):
+            held = self.queue.peek(now_s)
+            if held is None:
                 break
-            held = self.queue.pop(now_s)
-            if held is None:  # pragma: no cover - peek_cost just saw an item
-                raise RuntimeError("admission queue emptied between peek and pop")
+            job = held.job
+            cls, sharing = job.prefix_class, self.sharing
+            discount = sharing.discount(cls, job.tokens) if sharing else 0
+            if not self.budget.try_admit(held.budget_tokens - discount):
+                break
+            self.queue.pop(now_s)
+            held.budget_tokens -= discount
+            if sharing and (moved := sharing.admitted(cls, held, job.tokens, discount)):
+                first = sharing.first_of(cls)
+                if not isinstance(first, Held):  # pragma: no cover - discount() checks it
+                    raise RuntimeError("a shared prefix was pinned with no first job in flight")
+                first.budget_tokens -= moved
             request_id = next(self._request_ids)
             self.holdings.start(held, request_id)
-            job = held.job
             requests.append(
                 EngineRequest(
                     request_id=request_id,
@@ -176,6 +186,8 @@ class Dispatcher:
             if held is None:
                 raise RuntimeError(f"engine returned unknown request {out.request_id}")
             self.budget.release(held.budget_tokens)
+            if self.sharing and (pinned := self.sharing.finished(held.job.prefix_class, held)):
+                self.budget.release(pinned)
             if held.state is JobState.LOST:
                 self.counts.lease_lost += 1
             elif out.finish_reason is FinishReason.CANCELLED:

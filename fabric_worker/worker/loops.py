@@ -153,7 +153,7 @@ class Serving:
                 continue
             block_ms = self.options.block_ms if plan.is_blocking else None
             claimed = await self.broker.read(plan.lanes, plan.count, block_ms)
-            reads.done(plan, len(claimed))
+            reads.done(plan, len(claimed), lanes_claimed={c.lane for c in claimed})
             if not claimed and plan.is_blocking and await self._burst_is_done():
                 self.host.log(f"worker {self.options.consumer}: burst done, every lane is empty")
                 self.host.request_stop()

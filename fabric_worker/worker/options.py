@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from enum import IntEnum
 
-from fabric_worker.core.dispatcher import DispatchPolicy
+from fabric_worker.core.policy import DispatchPolicy
 from fabric_worker.telemetry.status import HEARTBEAT_EVERY_S
 
 DEFAULT_GRACE_S = 30.0
@@ -44,6 +44,9 @@ class WorkerOptions:
     reclaim_every_s: float | None = None  # default: a quarter of the lease, at most 1 s
     metrics_port: int | None = None  # serve Prometheus /metrics here
     heartbeat_every_s: float = HEARTBEAT_EVERY_S
+    read_ahead_budgets: int | None = None  # see DispatchPolicy
+    arrival_order: bool | None = None  # see DispatchPolicy
+    share_prefixes: bool | None = None  # see DispatchPolicy
 
     @property
     def dispatch_policy(self) -> DispatchPolicy:
@@ -51,4 +54,7 @@ class WorkerOptions:
             max_tps=self.max_tps,
             lane_max_wait_s=self.lane_max_wait_s,
             class_max_wait_s=self.class_max_wait_s,
+            read_ahead_budgets=self.read_ahead_budgets,
+            arrival_order=self.arrival_order,
+            share_prefixes=self.share_prefixes,
         )

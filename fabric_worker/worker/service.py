@@ -48,7 +48,7 @@ class Worker:
         self.options = options
         self.log = log
         self.state = WorkerState.STARTING
-        self.engine_thread = EngineThread(engine_factory, on_output=self._outputs_arrived)
+        self.engine_thread = self.make_engine_thread(engine_factory)
         self.stop_requested = asyncio.Event()
         self.exit_code = ExitCode.OK
         self.serving: Serving | None = None  # once the engine is up
@@ -149,6 +149,10 @@ class Worker:
         finally:
             housekeeping.cancel()
             await asyncio.gather(housekeeping, return_exceptions=True)
+
+    def make_engine_thread(self, engine_factory: Callable[[], Engine]) -> EngineThread:
+        """The thread that will own the engine (a seam for benchmarks)."""
+        return EngineThread(engine_factory, on_output=self._outputs_arrived)
 
     def make_dispatcher(self, capacity: Capacity) -> Dispatcher:
         """The core's decisions for this engine's capacity (a seam for benchmarks)."""

@@ -164,7 +164,27 @@ def test_item_older_than_max_wait_goes_first() -> None:
     # b1 is exactly max_wait_s old: not yet older, the current class goes on.
     assert queue.peek_cost(2.5) == 1
     assert queue.pop(2.5) == "a2"
-    assert queue.pop(2.51) == "b1"
+    # b1 is overdue now, but so is the current class's next item (a3, pushed with b1):
+    # the run of a goes on through its overdue items, then b1.
+    assert [queue.pop(2.51) for _ in range(4)] == ["a3", "a4", "a5", "b1"]
+
+
+def test_a_run_gives_way_at_its_first_item_that_is_not_overdue() -> None:
+    queue = ClassQueue[str](10_000, 1.0)
+    queue.push("a1", cls="a", cost_tokens=1, now_s=0.0)
+    queue.push("b1", cls="b", cost_tokens=1, now_s=0.1)
+    queue.push("a2", cls="a", cost_tokens=1, now_s=0.2)
+    queue.push("a3", cls="a", cost_tokens=1, now_s=1.5)
+    # at 2.0: a1, b1, a2 overdue; a3 is not
+    assert [queue.pop(2.0) for _ in range(4)] == ["a1", "a2", "b1", "a3"]
+
+
+def test_a_backlog_of_overdue_items_comes_out_in_class_runs_by_oldest_item() -> None:
+    queue = ClassQueue[str](10_000, 1.0)
+    for i, cls in enumerate("abcabcabc"):
+        queue.push(f"{cls}{i}", cls=cls, cost_tokens=1, now_s=i * 0.01)
+    popped = [queue.pop(10.0) for _ in range(9)]
+    assert popped == ["a0", "a3", "a6", "b1", "b4", "b7", "c2", "c5", "c8"]
 
 
 def test_age_bound_order_is_oldest_first_across_classes() -> None:
@@ -312,12 +332,15 @@ class _Reference:
     def select(self, now_s: float) -> int | None:
         if not self.items:
             return None
-        if now_s - self.items[0][3] > self.max_wait_s:
-            return 0
+        is_overdue = now_s - self.items[0][3] > self.max_wait_s
         if self.has_current:
             for index, entry in enumerate(self.items):
                 if entry[1] == self.current:
-                    return index
+                    if not is_overdue or now_s - entry[3] > self.max_wait_s:
+                        return index
+                    break
+        if is_overdue:
+            return 0
         counts = Counter(entry[1] for entry in self.items)
         best = max(counts.values())
         # Items are in push order, so the first item of a fullest class has the oldest head.

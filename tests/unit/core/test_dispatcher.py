@@ -9,8 +9,9 @@ from dataclasses import replace
 import pytest
 
 from engines.contract import Capacity, EngineOutput, FinishReason
-from fabric_worker.core.dispatcher import Dispatcher, DispatchPolicy
+from fabric_worker.core.dispatcher import Dispatcher
 from fabric_worker.core.lifecycle import JobState
+from fabric_worker.core.policy import DispatchPolicy
 from fabric_worker.wire.claims import Claimed, DeadLetter, HandBack, Retry
 from fabric_worker.wire.entries import JobEntry, decode_result, encode_job
 from fabric_worker.wire.fleet_config import FleetConfig
@@ -210,3 +211,65 @@ def test_an_engine_that_does_not_pad_is_charged_its_prompt_and_the_backlog_its_p
     assert d.budget.in_flight_tokens == 22 * 39
     [completion] = finished.completions
     assert completion.cost_tokens == 100  # the submit script charged the backlog this much
+
+
+@pytest.mark.parametrize(
+    ("policy", "max_tokens"),
+    [
+        (DispatchPolicy(), 900),
+        (DispatchPolicy(max_tps=True), 2000),  # max-TPS high water: 1000,
+        (DispatchPolicy(read_ahead_budgets=4), 3600),
+        (DispatchPolicy(max_tps=True, read_ahead_budgets=3), 3000),
+    ],
+)
+def test_the_read_ahead_holds_the_chosen_number_of_budgets(
+    policy: DispatchPolicy, max_tokens: int
+) -> None:
+    d = Dispatcher(CONFIG, CAPACITY, policy, consumer="w1")
+    assert d.queue.max_tokens == max_tokens
+    # and reads plan for that room: a 100-token lane-64 job, as many as fit
+    plan = d.reads.plan(0.0, {64: 10**6, 128: 0})
+    assert plan is not None and plan.count == max_tokens // (64 + 64)
+
+
+def test_a_read_ahead_of_no_budgets_is_refused() -> None:
+    with pytest.raises(ValueError, match="read_ahead_budgets must be >= 1"):
+        DispatchPolicy(read_ahead_budgets=0)
+
+
+def in_flight_dispatcher(**policy: object) -> Dispatcher:
+    capacity = replace(CAPACITY, pads_prompts=False)
+    return Dispatcher(CONFIG, capacity, DispatchPolicy(**policy), consumer="w1")  # type: ignore[arg-type]
+
+
+def test_an_engine_that_does_not_pad_reads_every_lane_with_work_at_once() -> None:
+    d = in_flight_dispatcher()
+    assert d.arrival_order
+    plan = d.reads.plan(0.0, {64: 500, 128: 700})
+    assert plan is not None and not plan.is_blocking
+    # one job from each lane costs (64 + 64) + (128 + 128) by the first estimates
+    assert (plan.lanes, plan.count) == ((64, 128), 900 // (128 + 256))
+    # a lane the read found empty is passed over until its backlog moves
+    d.reads.done(plan, 2, lanes_claimed={128})
+    later = d.reads.plan(0.0, {64: 500, 128: 700})
+    assert later is not None and later.lanes == (128,)
+    moved = d.reads.plan(0.0, {64: 600, 128: 700})
+    assert moved is not None and moved.lanes == (64, 128)
+
+
+def test_arrival_order_queues_entries_by_stream_id_across_lanes() -> None:
+    d = in_flight_dispatcher()
+    # max_new_tokens tells the jobs apart in what admission hands the engine
+    late = Claimed(64, b"1700000000002-0", entry(2, max_new=32).fields, 1)
+    early = Claimed(128, b"1700000000001-5", entry(1, lane=128, max_new=33).fields, 1)
+    earliest = Claimed(64, b"1700000000001-0", entry(3, max_new=34).fields, 1)
+    d.accept([late, early, earliest], 0.0, 0.0)
+    requests = d.admit(0.0, engine_room=8)
+    assert [r.max_new_tokens for r in requests] == [34, 33, 32]
+
+
+def test_lane_by_lane_stays_the_order_of_padding_engines_and_can_be_chosen() -> None:
+    assert not dispatcher().arrival_order
+    d = in_flight_dispatcher(arrival_order=False)
+    plan = d.reads.plan(0.0, {64: 500, 128: 700})
+    assert plan is not None and len(plan.lanes) == 1
