@@ -20,13 +20,14 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from bench import memory, overhead, prefix, saturation, submit_file, supply
+from bench import cpu_per_job, memory, overhead, prefix, saturation, submit_file, supply
 from bench.common import machine_line
 from bench.venvs import ARQ, PEERS
 
 BENCHMARKS: dict[str, tuple[Callable[[list[str]], Any], list[str], list[str]]] = {
     # name: (main, full arguments, quick arguments)
     "supply": (supply.main, ["--profile"], ["--jobs", "20000", "--peer-jobs", "2000"]),
+    "cpu_per_job": (cpu_per_job.main, [], ["--quick"]),
     "saturation": (
         saturation.main,
         ["--jobs", "600", "--proposed-variants", "steady"],

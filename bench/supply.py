@@ -80,8 +80,15 @@ def prompts(num_jobs: int, seed: int = 0) -> list[array[int]]:
 
 
 def run_fabric(
-    url: str, tokens: list[array[int]], redis_pid: int, profile_to: Path | None = None
+    url: str,
+    tokens: list[array[int]],
+    redis_pid: int,
+    profile_to: Path | None = None,
+    tree: Path = ROOT,
+    profile_rate: int = 250,
 ) -> dict:
+    """Submit the jobs, serve them with one worker run from ``tree`` (a checkout of
+    this repository; another one's worker is a contender), check exactly once."""
     client = redis.Redis.from_url(url)
     client.flushall()
     keys = Keys(NAMESPACE)
@@ -107,17 +114,18 @@ def run_fabric(
         "--log-every-s",
         "3600",
     ]
-    if profile_to is None:
-        worker = child("fabric_worker", *command, stdout=subprocess.DEVNULL)
-    else:
-        pyspy = [str(PEERS.bin("py-spy")), "record", "--rate", "250", "--format", "raw"]
-        pyspy += ["--output", str(profile_to), "--threads", "--nonblocking", "--"]
-        worker = subprocess.Popen(
-            [*pyspy, sys.executable, "-m", "fabric_worker", *command],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    prefix: list[str] = []
+    if profile_to is not None:
+        prefix = [str(PEERS.bin("py-spy")), "record", "--rate", str(profile_rate)]
+        prefix += ["--format", "raw"]
+        prefix += ["--output", str(profile_to), "--threads", "--gil", "--nonblocking", "--"]
+    worker = subprocess.Popen(
+        [*prefix, sys.executable, "-m", "fabric_worker", *command],
+        cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if profile_to is not None else None,
+    )
     results_key = keys.results(lane)
     num_jobs = len(jobs)
     try:
