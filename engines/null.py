@@ -2,7 +2,8 @@
 
 Every request submitted finishes on the next :meth:`NullEngine.poll` with
 the same tokens the simulator would produce
-(:func:`engines.sim.outputs.expected_output`), and no time passes. What is
+(:func:`engines.sim.outputs.expected_output`, computed for the whole poll at
+once by :func:`engines.sim.outputs.expected_outputs`), and no time passes. What is
 left to measure is everything around the engine: Redis, admission, the
 drain. Bad requests fail exactly as in ``sim``.
 """
@@ -15,7 +16,7 @@ from dataclasses import replace
 from engines.base import EngineBase
 from engines.contract import EngineOutput, EngineRequest, EngineStats, FinishReason
 from engines.manifest import Manifest, ManifestError
-from engines.sim.outputs import expected_output
+from engines.sim.outputs import expected_outputs
 
 
 class NullEngine(EngineBase):
@@ -36,14 +37,22 @@ class NullEngine(EngineBase):
         self._owner.check()
         self._check_open()
         outputs = self._take_ready()
-        if self._pending:
+        requests = list(self._pending.values())
+        if requests:
             self._stats.num_steps += 1
-        for request in self._pending.values():
-            tokens, reason = expected_output(request.prompt, request.max_new_tokens, request.end_id)
-            self._stats.prompt_tokens += len(request.prompt)
-            self._stats.generated_tokens += len(tokens)
-            self._stats.computed_tokens += len(request.prompt) + len(tokens)
+        finished = expected_outputs(
+            [r.prompt for r in requests],
+            [r.max_new_tokens for r in requests],
+            [r.end_id for r in requests],
+        )
+        num_prompt = sum(len(r.prompt) for r in requests)
+        num_generated = 0
+        for request, (tokens, reason) in zip(requests, finished, strict=True):
+            num_generated += len(tokens)
             outputs.append(EngineOutput(request.request_id, tokens, reason))
+        self._stats.prompt_tokens += num_prompt
+        self._stats.generated_tokens += num_generated
+        self._stats.computed_tokens += num_prompt + num_generated
         self._pending.clear()
         return outputs
 

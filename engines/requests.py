@@ -8,6 +8,9 @@ LENGTH has exactly ``max_new_tokens`` tokens.
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Sequence
+
 from engines.contract import Capacity, EngineOutput, EngineRequest, FinishReason
 
 MAX_TOKEN_ID = (1 << 32) - 1  # prompts are packed as uint32 on the wire
@@ -35,9 +38,19 @@ def request_problem(request: EngineRequest, capacity: Capacity) -> str | None:
     num_kv_blocks = capacity.kv_cache_tokens // capacity.kv_block_tokens
     if num_blocks > num_kv_blocks:
         return f"needs {num_blocks} KV blocks, the cache has {num_kv_blocks}"
-    if min(prompt) < 0 or max(prompt) > MAX_TOKEN_ID:
+    if not is_uint32_array(prompt) and (min(prompt) < 0 or max(prompt) > MAX_TOKEN_ID):
         return f"prompt token out of range 0..{MAX_TOKEN_ID}"
     return None
+
+
+def is_uint32_array(tokens: Sequence[int]) -> bool:
+    """Whether every token is in 0..MAX_TOKEN_ID by its type alone.
+
+    A worker's prompts are unpacked into ``array('I')`` (and bounded by the
+    vocabulary while decoding): scanning them again costs an int object per
+    token, which on the null engine was a quarter of the worker's CPU.
+    """
+    return isinstance(tokens, array) and tokens.typecode in "IL" and tokens.itemsize == 4
 
 
 def vocab_problem(request: EngineRequest, vocab_size: int) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+from array import array
 
 import pytest
 
@@ -92,3 +93,19 @@ def test_foreign_thread_is_refused_and_close_is_final(null: Manifest) -> None:
     engine.close()
     with pytest.raises(EngineFatalError):
         engine.submit([EngineRequest(1, [1], 1)])
+
+
+def test_out_of_range_tokens_fail_unless_the_prompt_is_uint32_by_type(null: Manifest) -> None:
+    engine = NullEngine(null)
+    engine.submit(
+        [
+            EngineRequest(1, [1, -1], 3),
+            EngineRequest(2, [2**32], 3),
+            EngineRequest(3, array("q", [5, -5]), 3),  # 64-bit signed: scanned
+            EngineRequest(4, array("I", [0, 2**32 - 1]), 3),  # uint32: in range by type
+        ]
+    )
+    outputs = {o.request_id: o for o in engine.poll(timeout_s=0.0)}
+    out_of_range = "null: prompt token out of range 0..4294967295"
+    assert [outputs[i].error for i in (1, 2, 3)] == [out_of_range] * 3
+    assert outputs[4] == EngineOutput(4, *expected_output(array("I", [0, 2**32 - 1]), 3, None))
