@@ -18,7 +18,7 @@ from fabric_worker.core.admission import BudgetMarks, TokenBudget
 from fabric_worker.core.classes import ClassQueue
 from fabric_worker.core.counts import Counts
 from fabric_worker.core.holdings import EntryKey, Held, Holdings
-from fabric_worker.core.intake import Accepted, Limits, judge
+from fabric_worker.core.intake import Accepted, Limits, decode_all, judge
 from fabric_worker.core.lanes import LaneChooser, LanePolicy
 from fabric_worker.core.lifecycle import JobEvent, JobState
 from fabric_worker.core.policy import DispatchPolicy
@@ -119,11 +119,11 @@ class Dispatcher:
     def accept(self, claimed: Sequence[Claimed], now_s: float, now_unix: float) -> Rejected:
         """Queue what can be served; say what to dead-letter and hand back."""
         rejected = Rejected()
-        fresh = self.unheld(claimed)
+        fresh = self.unheld(claimed)  # a held one: our own entry, reclaimed after a stall
         if self.arrival_order:
             fresh.sort(key=lambda c: arrival(c.entry_id))
-        for c in fresh:  # a held one: our own entry, reclaimed after a stall
-            verdict = judge(c, self.limits, can_queue=self.queue.can_push)
+        for c, decoded in zip(fresh, decode_all(fresh, self.limits), strict=True):
+            verdict = judge(c, self.limits, can_queue=self.queue.can_push, decoded=decoded)
             if isinstance(verdict, DeadLetter):
                 rejected.dead_letters.append(verdict)
                 self.counts.dead_lettered += 1

@@ -8,10 +8,11 @@ one batched broker call.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fabric_worker.core.admission import admission_cost
+from fabric_worker.wire.bulk import decode_jobs
 from fabric_worker.wire.claims import Claimed, DeadLetter, HandBack
 from fabric_worker.wire.entries import EntryError, JobEntry, decode_job, peek_batch, peek_id
 from fabric_worker.wire.fleet_config import padded_cost
@@ -48,16 +49,31 @@ def _dead(c: Claimed, reason: str, *, job_id: str | None, cost_tokens: int = 0) 
     return DeadLetter(c.lane, c.entry_id, job_id, cost_tokens, reason, c.deliveries, batch=batch)
 
 
-def _unservable(c: Claimed, limits: Limits) -> tuple[str, JobEntry | None]:
+def decode_all(claimed: Sequence[Claimed], limits: Limits) -> list[JobEntry | EntryError]:
+    """Each entry's job or decoding error, for :func:`judge`: one bulk decode."""
+    return decode_jobs(
+        [c.fields for c in claimed],
+        vocab_size=limits.vocab_size,
+        max_prompt_tokens=limits.max_prompt_tokens,
+    )
+
+
+def _unservable(
+    c: Claimed, limits: Limits, decoded: JobEntry | EntryError | None
+) -> tuple[str, JobEntry | None]:
     """Why this entry cannot be served here, or its job."""
     if not c.fields:
         return "entry was deleted while pending", None
-    try:
-        job = decode_job(
-            c.fields, vocab_size=limits.vocab_size, max_prompt_tokens=limits.max_prompt_tokens
-        )
-    except EntryError as exc:
-        return exc.reason, None
+    if decoded is None:
+        try:
+            decoded = decode_job(
+                c.fields, vocab_size=limits.vocab_size, max_prompt_tokens=limits.max_prompt_tokens
+            )
+        except EntryError as exc:
+            decoded = exc
+    if isinstance(decoded, EntryError):
+        return decoded.reason, None
+    job = decoded
     if len(job.tokens) > c.lane:
         return f"prompt of {len(job.tokens)} tokens does not belong in lane {c.lane}", None
     need = len(job.tokens) + job.max_new_tokens
@@ -80,16 +96,23 @@ def _budget_tokens(c: Claimed, job: JobEntry, limits: Limits) -> int:
     )
 
 
-def judge(c: Claimed, limits: Limits, *, can_queue: Callable[[int], bool]) -> Verdict:
+def judge(
+    c: Claimed,
+    limits: Limits,
+    *,
+    can_queue: Callable[[int], bool],
+    decoded: JobEntry | EntryError | None = None,
+) -> Verdict:
     """The verdict on one claimed entry; ``can_queue(tokens)`` says whether the
-    read-ahead has room for a job reserving that many budget tokens.
+    read-ahead has room for a job reserving that many budget tokens, and
+    ``decoded`` is the entry's :func:`decode_all` result (None: decoded here).
 
     Undecodable, out of lane, too big for this engine: dead-lettered with the
     reason (and the id, if its header gives one, but no cost: it was never
     costed by its header). Delivered more than ``max_deliveries`` times:
     dead-lettered with its cost. No room: handed back, no delivery counted.
     """
-    reason, job = _unservable(c, limits)
+    reason, job = _unservable(c, limits, decoded)
     if job is None:
         return _dead(c, reason, job_id=peek_id(c.fields))
     cost = padded_cost(c.lane, job.max_new_tokens)

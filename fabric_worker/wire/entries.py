@@ -143,9 +143,16 @@ def _int_field(header: Mapping[str, Any], name: str, *, low: int, high: int) -> 
     return value
 
 
-def decode_job(fields: Mapping[Any, Any], *, vocab_size: int, max_prompt_tokens: int) -> JobEntry:
+def decode_job(
+    fields: Mapping[Any, Any],
+    *,
+    vocab_size: int,
+    max_prompt_tokens: int,
+    max_token: int | None = None,
+) -> JobEntry:
     """Decode and check a job entry. Raises EntryError with a reason for anything
-    a worker must not serve: sizes are checked before anything is parsed."""
+    a worker must not serve: sizes are checked before anything is parsed. The
+    payload's largest token is ``max_token`` where known (``bulk.decode_jobs``)."""
     total = sum(len(k) + len(v) for k, v in fields.items() if isinstance(v, bytes | str))
     if total > MAX_ENTRY_BYTES:
         raise EntryError(f"entry of {total} bytes exceeds {MAX_ENTRY_BYTES}")
@@ -163,7 +170,7 @@ def decode_job(fields: Mapping[Any, Any], *, vocab_size: int, max_prompt_tokens:
     tokens = unpack_tokens(raw_tokens)
     if not tokens:
         raise EntryError("prompt is empty")
-    top = max(tokens)
+    top = max_token if max_token is not None else max(tokens)
     if top >= vocab_size:
         raise EntryError(f"token {top} is outside [0, {vocab_size})")
     job_id = header.get("id")

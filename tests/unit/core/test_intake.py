@@ -6,7 +6,7 @@ from array import array
 
 import pytest
 
-from fabric_worker.core.intake import Accepted, Limits, judge
+from fabric_worker.core.intake import Accepted, Limits, decode_all, judge
 from fabric_worker.wire.claims import Claimed, DeadLetter, HandBack
 from fabric_worker.wire.entries import JobEntry, encode_job
 
@@ -71,6 +71,10 @@ def test_what_cannot_be_served_is_dead_lettered_with_its_reason_and_no_cost(
     entry: Claimed, reason: str, job_id: str | None
 ) -> None:
     verdict = judge(entry, LIMITS, can_queue=always)
+    # Decoded in bulk (between two good entries), the verdict is the same.
+    batch = [claimed([5]), entry, claimed([6])]
+    (decoded,) = decode_all(batch, LIMITS)[1:2]
+    assert judge(entry, LIMITS, can_queue=always, decoded=decoded) == verdict
     assert isinstance(verdict, DeadLetter)
     assert verdict.reason.startswith(reason)
     assert (verdict.job_id, verdict.cost_tokens, verdict.deliveries) == (job_id, 0, 1)

@@ -121,32 +121,33 @@ def decode(fields: dict[bytes, bytes]) -> JobEntry:
     return decode_job(fields, vocab_size=VOCAB, max_prompt_tokens=MAX_PROMPT)
 
 
-@pytest.mark.parametrize(
-    ("fields", "reason"),
-    [
-        ({b"t": pack_tokens([1])}, "missing field 'h'"),
-        ({b"h": orjson.dumps(good_header())}, "missing field 't'"),
-        ({**fields_of(good_header()), b"x": b"1"}, "unexpected fields"),
-        (fields_of(b"{not json"), "not valid JSON"),
-        (fields_of(b"\xff\xfe"), "not valid JSON"),
-        (fields_of([1, 2]), "not a JSON object"),
-        (fields_of(good_header(v=99)), "schema version 99"),
-        (fields_of(good_header(), b"\x01\x02\x03"), "not a multiple of 4"),
-        (fields_of(good_header(), b""), "prompt is empty"),
-        (fields_of(good_header(), pack_tokens([VOCAB])), f"token {VOCAB} is outside"),
-        (fields_of(good_header(), pack_tokens([0] * (MAX_PROMPT + 1))), "exceeds the largest lane"),
-        (fields_of(good_header(id="a b")), "id 'a b'"),
-        (fields_of(good_header(id=7)), "id 7"),
-        (fields_of(good_header(max_new_tokens=0)), "max_new_tokens 0 is outside"),
-        (fields_of(good_header(max_new_tokens="8")), "max_new_tokens must be an integer"),
-        (fields_of(good_header(max_new_tokens=True)), "max_new_tokens must be an integer"),
-        (fields_of(good_header(end_id=-1)), "end_id -1 is outside"),
-        (fields_of(good_header(**{"class": ""})), "class must be"),
-        (fields_of(good_header(submitted_at="now")), "submitted_at"),
-        (fields_of(b"{" + b" " * MAX_HEADER_BYTES + b"}"), "header of"),
-        ({b"h": orjson.dumps(good_header()), b"t": b"\0" * MAX_ENTRY_BYTES}, "entry of"),
-    ],
-)
+# Each bad entry and (a part of) the reason it is refused with.
+BAD_ENTRIES: list[tuple[dict[bytes, bytes], str]] = [
+    ({b"t": pack_tokens([1])}, "missing field 'h'"),
+    ({b"h": orjson.dumps(good_header())}, "missing field 't'"),
+    ({**fields_of(good_header()), b"x": b"1"}, "unexpected fields"),
+    (fields_of(b"{not json"), "not valid JSON"),
+    (fields_of(b"\xff\xfe"), "not valid JSON"),
+    (fields_of([1, 2]), "not a JSON object"),
+    (fields_of(good_header(v=99)), "schema version 99"),
+    (fields_of(good_header(), b"\x01\x02\x03"), "not a multiple of 4"),
+    (fields_of(good_header(), b""), "prompt is empty"),
+    (fields_of(good_header(), pack_tokens([VOCAB])), f"token {VOCAB} is outside"),
+    (fields_of(good_header(), pack_tokens([0] * (MAX_PROMPT + 1))), "exceeds the largest lane"),
+    (fields_of(good_header(id="a b")), "id 'a b'"),
+    (fields_of(good_header(id=7)), "id 7"),
+    (fields_of(good_header(max_new_tokens=0)), "max_new_tokens 0 is outside"),
+    (fields_of(good_header(max_new_tokens="8")), "max_new_tokens must be an integer"),
+    (fields_of(good_header(max_new_tokens=True)), "max_new_tokens must be an integer"),
+    (fields_of(good_header(end_id=-1)), "end_id -1 is outside"),
+    (fields_of(good_header(**{"class": ""})), "class must be"),
+    (fields_of(good_header(submitted_at="now")), "submitted_at"),
+    (fields_of(b"{" + b" " * MAX_HEADER_BYTES + b"}"), "header of"),
+    ({b"h": orjson.dumps(good_header()), b"t": b"\0" * MAX_ENTRY_BYTES}, "entry of"),
+]
+
+
+@pytest.mark.parametrize(("fields", "reason"), BAD_ENTRIES)
 def test_decode_refuses_with_reason(fields: dict[bytes, bytes], reason: str) -> None:
     with pytest.raises(EntryError, match=None) as info:
         decode(fields)
