@@ -4,7 +4,8 @@ It creates the engine (so the engine binds to it), feeds it what admission
 hands over, steps it, and passes finished outputs to the drain. Nothing else
 calls the engine. Both hand-offs are bounded: the inbox by the engine's batch
 size (level 5), the outbox by a count of outputs (level 7); a full outbox
-blocks this thread, which is the signal that result writing is behind.
+blocks this thread, which is the signal that result writing is behind. Both
+move batches: a submit's requests, a poll's outputs (:mod:`.outbox`).
 
 Stats are snapshotted at most every ``stats_interval_s`` while the engine is
 busy, and once more whenever it runs dry: a snapshot after every poll costs
@@ -14,13 +15,13 @@ CPU), while the readers (telemetry, progress lines) look a few times a second.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
 from engines.contract import Capacity, Engine, EngineOutput, EngineRequest, EngineStats
+from fabric_worker.worker.outbox import Outbox
 
 POLL_S = 0.002  # an engine with work returns as soon as anything finishes; this bounds a poll
 IDLE_WAIT_S = 0.05  # an idle engine thread sleeps on its inbox, woken by submit/cancel/stop
@@ -52,7 +53,7 @@ class EngineThread:
         self._cancels: list[int] = []
         self._stopping = False
         self.num_held = 0  # requests inside the engine (written by this thread only)
-        self.outbox: queue.Queue[EngineOutput] = queue.Queue(maxsize=max_outbox)
+        self.outbox = Outbox(max_outbox)
         self.ready = threading.Event()
         self.capacity: Capacity | None = None
         self.error: BaseException | None = None  # creation or fatal step error
@@ -150,13 +151,7 @@ class EngineThread:
             self._stats_due_s = now_s + self._stats_interval_s
 
     def _emit(self, outputs: list[EngineOutput]) -> None:
-        for output in outputs:
-            while True:
-                try:
-                    self.outbox.put(output, timeout=0.1)
-                    break
-                except queue.Full:
-                    with self._cond:
-                        if self._stopping:
-                            return  # the worker is gone; reclaim will redo this job
-        self._on_output()
+        # One put for the whole poll; if the worker stops while the outbox is
+        # full, the batch is dropped and reclaim redoes those jobs.
+        if self.outbox.put(outputs, is_stopping=lambda: self._stopping):
+            self._on_output()

@@ -201,10 +201,7 @@ class Serving:
                     return
                 await self.outputs_ready.wait()
                 continue
-            outputs: list[EngineOutput] = []
-            while len(outputs) < MAX_COMPLETION_BATCH and not outbox.empty():
-                outputs.append(outbox.get_nowait())
-            await self.handle_outputs(outputs)
+            await self.handle_outputs(outbox.take(MAX_COMPLETION_BATCH))
 
     async def handle_outputs(self, outputs: list[EngineOutput]) -> None:
         """Release the budget at once (the engine freed its KV), refill the

@@ -8,7 +8,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from engines.contract import EngineOutput, FinishReason
+from engines.contract import FinishReason
 from fabric_worker.broker.heartbeat import publish as publish_status
 from fabric_worker.core.lifecycle import WorkerEvent, WorkerState
 from fabric_worker.worker.options import ExitCode
@@ -56,9 +56,7 @@ async def tear_down(serving: Serving, tasks: list[asyncio.Task[None]]) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     if serving.host.exit_code is not ExitCode.BROKER:
         outbox = serving.engine.outbox
-        outputs: list[EngineOutput] = []
-        while not outbox.empty():
-            outputs.append(outbox.get_nowait())
+        outputs = outbox.take(outbox.qsize())
         done = (FinishReason.LENGTH, FinishReason.STOP)
         finished = [o for o in outputs if o.finish_reason in done]
         if finished:
