@@ -24,8 +24,8 @@ from fabric_worker.core.lifecycle import JobEvent, JobState
 from fabric_worker.core.policy import DispatchPolicy
 from fabric_worker.core.reads import ReadPlanner, arrival
 from fabric_worker.core.sharing import SharedPrefixes
+from fabric_worker.wire.bulk import encode_results
 from fabric_worker.wire.claims import Claimed, Completion, DeadLetter, HandBack, Retry
-from fabric_worker.wire.entries import ResultEntry, encode_result
 from fabric_worker.wire.fleet_config import FleetConfig
 from fabric_worker.wire.replies import CompleteReply
 
@@ -181,6 +181,7 @@ class Dispatcher:
     def finish(self, outputs: Iterable[EngineOutput], now_unix: float) -> Finished:
         """Release the budget of each output and decide what to write."""
         finished = Finished()
+        done: list[EngineOutput] = []  # the outputs of finished.written, in its order
         for out in outputs:
             held = self.holdings.finish(out.request_id)
             if held is None:
@@ -199,31 +200,28 @@ class Dispatcher:
             else:
                 held.step(JobEvent.ENGINE_DONE)
                 finished.written.append(held)
-                finished.completions.append(self._completion(held, out, now_unix))
+                done.append(out)
+        finished.completions = self._completions(finished.written, done, now_unix)
         return finished
 
-    def _completion(self, held: Held, out: EngineOutput, now_unix: float) -> Completion:
-        result = ResultEntry(
-            id=held.job.id,
-            tokens=out.tokens,
-            finish_reason=out.finish_reason.value,
-            deliveries=held.deliveries,
-            worker=self.consumer,
-            submitted_at=held.job.submitted_at,
-            started_at=held.claimed_at,
+    def _completions(
+        self, written: list[Held], done: list[EngineOutput], now_unix: float
+    ) -> list[Completion]:
+        encoded = encode_results(
+            ids=[h.job.id for h in written],
+            tokens=[out.tokens for out in done],
+            finish_reasons=[out.finish_reason.value for out in done],
+            deliveries=[h.deliveries for h in written],
+            submitted_at=[h.job.submitted_at for h in written],
+            started_at=[h.claimed_at for h in written],
             finished_at=now_unix,
-            batch=held.job.batch,
+            batches=[h.job.batch for h in written],
+            worker=self.consumer,
         )
-        fields = encode_result(result)
-        return Completion(
-            held.lane,
-            held.entry_id,
-            held.job.id,
-            held.cost_tokens,
-            fields["h"],
-            fields["t"],
-            held.job.batch,
-        )
+        return [
+            Completion(h.lane, h.entry_id, h.job.id, h.cost_tokens, header, tokens, h.job.batch)
+            for h, (header, tokens) in zip(written, encoded, strict=True)
+        ]
 
     def _failed(self, held: Held, error: str, finished: Finished) -> None:
         """Retry through reclaim until max_deliveries, then dead-letter with the error."""

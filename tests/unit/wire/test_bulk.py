@@ -8,12 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fabric_worker.wire.bulk import decode_jobs, max_tokens
+from fabric_worker.wire.bulk import decode_jobs, encode_results, max_tokens
 from fabric_worker.wire.entries import (
     EntryError,
     JobEntry,
+    ResultEntry,
     decode_job,
+    decode_result,
     encode_job,
+    encode_result,
     pack_tokens,
 )
 from tests.unit.wire.test_entries import BAD_ENTRIES, MAX_PROMPT, VOCAB, fields_of, good_header
@@ -82,3 +85,71 @@ def test_max_tokens_reads_little_endian_uint32_and_keeps_the_gaps() -> None:
 def test_str_keys_and_values_decode_as_alone() -> None:
     fields = {"h": b'{"v":1,"id":"s","max_new_tokens":2}', "t": pack_tokens([9]).decode()}
     assert bulk([fields]) == [one(fields)]  # type: ignore[list-item]
+
+
+results = st.lists(
+    st.tuples(
+        st.lists(st.integers(0, 2**32 - 1), max_size=20),
+        st.sampled_from(["length", "stop"]),
+        st.integers(1, 9),
+        st.floats(0, 2e9),
+        st.floats(0, 2e9),
+        st.none() | st.sampled_from(["b1", "night-run.7"]),
+    ),
+    max_size=12,
+)
+
+
+@given(results, st.floats(0, 2e9))
+def test_results_in_bulk_are_byte_for_byte_those_encoded_alone(
+    batch: list[tuple[list[int], str, int, float, float, str | None]], finished_at: float
+) -> None:
+    ids = [f"r{i}" for i in range(len(batch))]
+    encoded = encode_results(
+        ids=ids,
+        tokens=[b[0] for b in batch],
+        finish_reasons=[b[1] for b in batch],
+        deliveries=[b[2] for b in batch],
+        submitted_at=[b[3] for b in batch],
+        started_at=[b[4] for b in batch],
+        finished_at=finished_at,
+        worker="w-1",
+        batches=[b[5] for b in batch],
+    )
+    assert len(encoded) == len(batch)
+    for job_id, (tokens, reason, n, submitted, started, name), (header, packed) in zip(
+        ids, batch, encoded, strict=True
+    ):
+        alone = ResultEntry(
+            job_id, tokens, reason, n, "w-1", submitted, started, finished_at, batch=name
+        )
+        assert {"h": header, "t": packed} == encode_result(alone)
+        assert decode_result({b"h": header, b"t": packed}) == alone
+
+
+def test_result_columns_of_different_lengths_are_refused() -> None:
+    with pytest.raises(ValueError, match="result columns"):
+        encode_results(
+            ids=["a", "b"],
+            tokens=[[1]],
+            finish_reasons=["length", "length"],
+            deliveries=[1, 1],
+            submitted_at=[0.0, 0.0],
+            started_at=[0.0, 0.0],
+            finished_at=1.0,
+            worker="w",
+        )
+
+
+def test_a_token_that_is_not_uint32_fails_the_batch() -> None:
+    with pytest.raises(OverflowError):
+        encode_results(
+            ids=["a"],
+            tokens=[[-1]],
+            finish_reasons=["length"],
+            deliveries=[1],
+            submitted_at=[0.0],
+            started_at=[0.0],
+            finished_at=1.0,
+            worker="w",
+        )
