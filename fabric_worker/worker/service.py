@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -144,6 +145,7 @@ class Worker:
             self.broker, config.lanes, config.retention_s, self.stop_requested, log=self.log
         )
         housekeeping = asyncio.create_task(keeper.run(), name="housekeeping")
+        tune_gc()
         try:
             return await self.serving.run()
         finally:
@@ -159,3 +161,22 @@ class Worker:
         return Dispatcher(
             self.config, capacity, self.options.dispatch_policy, consumer=self.options.consumer
         )
+
+
+# The cyclic collector's thresholds while serving (Python's defaults: 700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path once start-up is done.
+
+    A job's objects are short-lived and acyclic: reference counting frees them.
+    With the default thresholds the collector ran every 700 allocations, over
+    every young object of a read of thousands of jobs, and every few of those
+    passes over what start-up left (modules, the engine): a few microseconds per
+    job (docs/benchmarks.md section 9). Start-up's objects are frozen out of its
+    sight, and it runs rarely; what cycles there are still get collected.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
