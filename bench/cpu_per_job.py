@@ -61,8 +61,15 @@ STAGES: tuple[tuple[str, str], ...] = (
 )
 OTHER = "other (asyncio loop, telemetry, GC)"
 # Samples outside these frames are start-up (imports, connecting, building the engine)
-# and are left out: the CPU figures cover the serving window only.
+# and are left out, as is the one full collection before serving (tune_gc): the CPU
+# figures cover the serving window only.
 SERVING = re.compile(r"^(Runner\.run|EngineThread\._loop) \(")
+NOT_SERVING = re.compile(r"^tune_gc \(")
+
+
+def is_serving(frames: list[str]) -> bool:
+    """Whether a sampled stack is the worker serving (not starting up)."""
+    return any(SERVING.search(f) for f in frames) and not any(NOT_SERVING.search(f) for f in frames)
 
 
 def stage_of(frames: list[str]) -> str:
@@ -82,7 +89,7 @@ def stage_samples(path: Path) -> tuple[collections.Counter[str], int]:
         if not count_text.isdigit():
             continue
         frames = stack.split(";")
-        if not any(SERVING.search(frame) for frame in frames):
+        if not is_serving(frames):
             continue
         count = int(count_text)
         stages[stage_of(frames)] += count

@@ -261,46 +261,28 @@ def run_peer(url: str, peer: str, num_jobs: int, redis_pid: int) -> dict:
 
 # --- profile summary -------------------------------------------------------------------
 
-# Buckets for the worker's samples, matched against each stack from the innermost frame
-# out; the first bucket whose pattern appears in the stack takes the sample.
-BUCKETS = (
-    ("null engine: request checks (request_problem)", r"request_problem"),
-    ("null engine: outputs (expected_output)", r"expected_output"),
-    ("engine thread: loop, hand-off, stats", r"EngineThread\._"),
-    ("drain: complete script pipeline (redis-py)", r"Broker\.complete"),
-    ("drain: encode results", r"Worker\._completion"),
-    ("drain: bookkeeping", r"Worker\._handle_outputs"),
-    ("ingress: decode + check entries", r"Worker\._check"),
-    ("admission: budget, class queue, requests", r"Worker\._admit"),
-    ("ingress: queue push, holdings", r"Worker\._accept"),
-    ("ingress: XREADGROUP + reply parsing", r"Broker\.read"),
-    ("ingress: backlogs, lane choice", r"Worker\._ingress"),
-    ("redis-py socket writes", r"_send_packed_command|pack_command"),
-    ("asyncio loop, socket reads", r"_run_once|_read_ready|select"),
-    ("start-up (imports)", r"importlib"),
-)
-
 
 def summarise_profile(path: Path, top: int = 14) -> list[tuple[str, int, float]]:
-    """(bucket, samples, share of the process's non-idle samples) from py-spy raw output."""
-    buckets: collections.Counter[str] = collections.Counter()
+    """(stage, samples, share of the serving samples) from py-spy raw output, in
+    bench.cpu_per_job's stages, then the functions with the most self time."""
+    from bench.cpu_per_job import OTHER, STAGES, is_serving, stage_of  # it imports this module
+
+    stages: collections.Counter[str] = collections.Counter()
     functions: collections.Counter[str] = collections.Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue
-        count = int(count_text)
         frames = stack.split(";")
+        if not is_serving(frames):
+            continue
+        count = int(count_text)
         total += count
-        name = "other"
-        for bucket, pattern in BUCKETS:
-            if any(re.search(pattern, frame) for frame in frames):
-                name = bucket
-                break
-        buckets[name] += count
+        stages[stage_of(frames)] += count
         functions[_leaf(frames)] += count
-    rows = [(name, n, ratio(n, total)) for name, n in buckets.most_common()]
+    names = [*(name for name, _ in STAGES), OTHER]
+    rows = [(name, stages[name], ratio(stages[name], total)) for name in names]
     rows.append(("-- top self-time functions --", 0, float("nan")))
     rows += [(name, n, ratio(n, total)) for name, n in functions.most_common(top)]
     return rows
