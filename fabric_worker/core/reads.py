@@ -23,6 +23,7 @@ from fabric_worker.core.classes import ClassQueue
 from fabric_worker.core.lanes import LaneChooser
 
 MAX_READ_COUNT = 1000
+MIN_READ_FRACTION = 16  # of the read-ahead's tokens: the least room worth a read
 EWMA_WEIGHT = 0.05  # of the newest job in a lane's estimated max_new_tokens
 
 T = TypeVar("T")
@@ -75,9 +76,18 @@ class ReadPlanner(Generic[T]):
         return max(1, min(MAX_READ_COUNT, room // self.estimate(lane)))
 
     def has_room(self) -> bool:
-        # Room for less than the cheapest likely job counts as full: reading one
-        # entry only to hand it back would spin (and reorder the lane).
-        return self._room() >= min(self.estimate(lane) for lane in self.lanes)
+        """Whether a read is worth its round trips now.
+
+        Room for less than the cheapest likely job counts as full: reading one
+        entry only to hand it back would spin (and reorder the lane). And a full
+        read-ahead is refilled by reads of at least ``1 / MIN_READ_FRACTION`` of
+        it: with hundreds in flight a few jobs finish per engine iteration, and
+        a read (backlogs, XREADGROUP, intake) per iteration for those few cost
+        more than a tenth of the iteration, while 15/16 of the read-ahead keeps
+        the engine fed meanwhile.
+        """
+        cheapest = min(self.estimate(lane) for lane in self.lanes)
+        return self._room() >= max(cheapest, self.queue.max_tokens // MIN_READ_FRACTION)
 
     def plan(self, now_s: float, backlogs: dict[int, int]) -> ReadPlan | None:
         """The next read given every lane's backlog; None to wait for room."""

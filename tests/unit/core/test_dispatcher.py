@@ -273,3 +273,24 @@ def test_lane_by_lane_stays_the_order_of_padding_engines_and_can_be_chosen() -> 
     d = in_flight_dispatcher(arrival_order=False)
     plan = d.reads.plan(0.0, {64: 500, 128: 700})
     assert plan is not None and len(plan.lanes) == 1
+
+
+def test_a_small_read_ahead_reads_again_once_a_job_fits() -> None:
+    d = dispatcher()  # read-ahead 900 tokens: a sixteenth is less than one job
+    d.accept([entry(n) for n in range(1, 9)], 0.0, 100.0)  # 800 queued, room 100
+    assert not d.reads.has_room()  # less than the cheapest estimate (128)
+    d = dispatcher()
+    d.accept([entry(n) for n in range(1, 8)], 0.0, 100.0)  # 700 queued, room 200
+    assert d.reads.has_room()
+
+
+def test_a_large_read_ahead_is_refilled_a_sixteenth_at_a_time() -> None:
+    big = replace(CAPACITY, kv_cache_tokens=100_000)  # read-ahead 90,000 tokens
+    d = Dispatcher(CONFIG, big, DispatchPolicy(), consumer="w1")
+    assert d.queue.max_tokens == 90_000
+    d.accept([entry(n) for n in range(1, 851)], 0.0, 100.0)  # 85,000 queued
+    # Room for 50 jobs, but under 90,000 / 16 = 5,625 tokens: not worth a read yet.
+    assert not d.reads.has_room()
+    d = Dispatcher(CONFIG, big, DispatchPolicy(), consumer="w1")
+    d.accept([entry(n) for n in range(1, 841)], 0.0, 100.0)  # 84,000 queued, room 6,000
+    assert d.reads.has_room()
