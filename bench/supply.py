@@ -1,6 +1,6 @@
 """Supply-chain throughput: the fabric on a zero-cost engine vs a bare Redis loop vs peers.
 
-    python -m bench.supply [--jobs 200000] [--peer-jobs 20000] [--profile]
+    python -m bench.supply [--jobs 200000] [--peer-jobs 20000] [--profile] [--tree PATH]
 
 Contenders, each on a freshly flushed private redis-server, one after the other:
 
@@ -21,7 +21,8 @@ the machine is shared, and the best run is the one least disturbed. Every drain 
 the same way (bench.common.measure_drain): from the first poll that
 sees a job taken to the first that sees none left, polling every 5 ms. Submit is timed
 separately. ``--profile`` repeats the fabric worker run under py-spy and summarises
-where its time goes.
+where its time goes. ``--tree PATH`` adds the worker of another checkout of this
+repository (main's, say) as a contender, interleaved with this one's.
 """
 
 from __future__ import annotations
@@ -321,6 +322,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="fabric and ceiling runs, interleaved; the best of each is reported",
     )
     parser.add_argument("--profile", action="store_true", help="profile the fabric worker")
+    parser.add_argument(
+        "--tree", action="append", default=[], help="also run the worker of this checkout"
+    )
     parser.add_argument("--ceiling-consumer", nargs=2, metavar=("URL", "JOBS"), help="internal")
     args = parser.parse_args(argv)
     if args.ceiling_consumer:
@@ -334,15 +338,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(machine_line(), flush=True)
     tokens = prompts(args.jobs)
     rows: list[dict] = []
-    tries: dict[str, list[dict]] = {"fabric": [], "ceiling": []}
+    # Other checkouts' workers as contenders ("fabric@<dir>"), interleaved with ours.
+    trees = {f"fabric@{Path(t).resolve().name}": Path(t).resolve() for t in args.tree}
+    tries: dict[str, list[dict]] = {"fabric": [], **{n: [] for n in trees}, "ceiling": []}
     with RedisServer() as server:
         assert server.process is not None
         redis_pid = server.process.pid
         for attempt in range(args.repeat):
-            for run in ("fabric", "ceiling"):
+            for run in tries:
                 print(f"supply: running {run} ({attempt + 1}/{args.repeat}) ...", flush=True)
-                runner = run_fabric if run == "fabric" else run_ceiling
-                tries[run].append(runner(server.url, tokens, redis_pid))
+                if run == "ceiling":
+                    tried = run_ceiling(server.url, tokens, redis_pid)
+                else:
+                    tried = run_fabric(server.url, tokens, redis_pid, tree=trees.get(run, ROOT))
+                    tried["name"] = run
+                tries[run].append(tried)
                 print(f"  serve {tries[run][-1]['jobs_per_s']:,.0f} jobs/s", flush=True)
         for results in tries.values():
             best = max(results, key=lambda r: r["jobs_per_s"])
@@ -370,7 +380,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         e2e = r["jobs"] / (r["jobs"] / r["submit_jobs_per_s"] + r["serve_s"])
         r["end_to_end_jobs_per_s"] = e2e
         settings = r.get("settings", "")
-        if r["name"] == "fabric":
+        if r["name"].startswith("fabric"):
             settings = "1 worker process, null engine, burst; producer client, chunks of 10k"
         elif r["name"] == "ceiling":
             settings = "redis-py (hiredis), pipelines of 500, 1 consumer process"
@@ -404,7 +414,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ),
         "exactly_once": fabric["exactly_once"],
     }
-    for name in ("fabric", "ceiling"):
+    for name in tries:
         tries_text = ", ".join(f"{x:,.0f}" for x in by_name[name]["tries_jobs_per_s"])
         print(f"{name} serve jobs/s per try: {tries_text}")
     print(f"fabric exactly one result per job: {'yes' if fabric['exactly_once'] else 'NO'}")
