@@ -37,10 +37,9 @@ from producers.batches import BatchMethods
 from producers.validation import (
     InvalidJobsError,
     Job,
-    JobError,
     LanedJob,
     check_batch,
-    validate_job,
+    validate_jobs,
 )
 
 T = TypeVar("T")
@@ -131,16 +130,11 @@ class FabricClient(BatchMethods):
 
     def validate(self, jobs: Iterable[Job], *, batch: str | None = None) -> list[LanedJob]:
         """Validate every job; raises InvalidJobsError listing each bad one."""
-        now = time.time()
-        laned: list[LanedJob] = []
-        errors: list[JobError] = []
         if batch is not None:
             check_batch(batch)
-        for index, job in enumerate(jobs):
-            try:
-                laned.append(validate_job(job, self.config, submitted_at=now, batch=batch))
-            except JobError as exc:
-                errors.append(JobError(exc.reason, index))
+        laned, errors = validate_jobs(
+            list(jobs), self.config, submitted_at=time.time(), batch=batch
+        )
         if errors:
             raise InvalidJobsError(errors)
         return laned
