@@ -1,9 +1,9 @@
 """The producer's script call: enqueue batches of jobs with ``submit.lua``.
 
-One call per lane batch, pipelined on a single server. Each job's reply is
-read here: submitted by this call (or by an earlier attempt of the same call,
-whose reply was lost: the stored state carries the call's nonce), or a
-duplicate of a job already known.
+One call per lane batch, pipelined on a single server. Each job's letter in
+the reply is read here: submitted by this call (or by an earlier attempt of
+the same call, whose reply was lost: the stored state carries the call's
+nonce), or a duplicate of a job already known.
 """
 
 from __future__ import annotations
@@ -26,6 +26,17 @@ class BatchCancelledError(RuntimeError):
 
 # One job as the script takes it: id, padded cost, header, packed tokens.
 ScriptJob = tuple[str, int, bytes, bytes]
+
+_SUBMITTED = frozenset(b"no")  # the script's letters for "enqueued by this call"
+
+
+def _letters(reply: object) -> bytes:
+    """The script's reply: one letter per job handled."""
+    if isinstance(reply, str):
+        return reply.encode()
+    if not isinstance(reply, bytes):
+        raise TypeError(f"submit.lua replied {type(reply).__name__}, not a string of letters")
+    return reply
 
 
 class Submitter:
@@ -85,10 +96,9 @@ class Submitter:
             for c in calls:
                 self._script(keys=c.keys, args=c.args, client=pipe)
             replies = pipe.execute()
-        mine = f" {nonce}".encode()
-        # Our own earlier write (a round whose reply was lost) counts as
-        # submitted: the state carries this call's nonce.
-        return [[r.startswith(b"new ") or r.endswith(mine) for r in reply] for reply in replies]
+        # A letter per job (submit.lua): our own earlier write (a round whose
+        # reply was lost, "o") counts as submitted like a new one ("n").
+        return [[letter in _SUBMITTED for letter in _letters(reply)] for reply in replies]
 
     def _submit_acked(self, calls: list[scripts.Call], num: int, timeout_ms: int) -> list[Any]:
         writer = self._replicated
