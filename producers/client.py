@@ -239,7 +239,8 @@ class FabricClient(BatchMethods):
             for i in range(0, len(lane_jobs), BATCH_SIZE)
         ]
         outcomes = self._submitter.submit(
-            [(batch[0].lane, [_script_job(job) for job in batch]) for batch in batches],
+            # Lazy: each call is packed while Redis runs the one before.
+            ((batch[0].lane, [_script_job(job) for job in batch]) for batch in batches),
             cap=self.config.backlog_cap_tokens,
             nonce=nonce,
             replica_acks=self.config.replica_acks,

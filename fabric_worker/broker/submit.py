@@ -8,11 +8,11 @@ nonce), or a duplicate of a job already known.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from fabric_worker.broker import scripts
 from fabric_worker.broker.replication import SyncReplicaWriter
@@ -50,7 +50,7 @@ class Submitter:
 
     def submit(
         self,
-        batches: Sequence[tuple[int, Sequence[ScriptJob]]],
+        batches: Iterable[tuple[int, Sequence[ScriptJob]]],
         *,
         cap: int,
         nonce: str,
@@ -68,11 +68,12 @@ class Submitter:
         caller sends the round again: the nonce makes it count once).
 
         Every job goes into ``batch`` (or none); a cancelled batch raises
-        BatchCancelledError and takes none."""
-        calls = [
+        BatchCancelledError and takes none. ``batches`` may be lazy: each is
+        built while Redis runs the script of the one before."""
+        calls = (
             scripts.submit(self.keys, lane, jobs, cap=cap, nonce=nonce, batch=batch)
             for lane, jobs in batches
-        ]
+        )
         try:
             return self._run(calls, nonce, replica_acks, replica_ack_timeout_ms)
         except ResponseError as exc:
@@ -83,22 +84,60 @@ class Submitter:
             raise
 
     def _run(
-        self, calls: list[scripts.Call], nonce: str, replica_acks: int, replica_ack_timeout_ms: int
+        self,
+        calls: Iterable[scripts.Call],
+        nonce: str,
+        replica_acks: int,
+        replica_ack_timeout_ms: int,
     ) -> list[list[bool]]:
         if replica_acks:
-            replies = self._submit_acked(calls, replica_acks, replica_ack_timeout_ms)
+            replies = self._submit_acked(list(calls), replica_acks, replica_ack_timeout_ms)
         elif isinstance(self._client, RedisCluster):
             # Scripts cannot be pipelined on a cluster (each batch is one slot,
             # but a pipeline may span nodes); one round trip per batch.
             replies = [self._script(keys=c.keys, args=c.args) for c in calls]
         else:
-            pipe = self._client.pipeline(transaction=False)
-            for c in calls:
-                self._script(keys=c.keys, args=c.args, client=pipe)
-            replies = pipe.execute()
+            replies = self._stream(calls)
         # A letter per job (submit.lua): our own earlier write (a round whose
         # reply was lost, "o") counts as submitted like a new one ("n").
         return [[letter in _SUBMITTED for letter in _letters(reply)] for reply in replies]
+
+    def _stream(self, calls: Iterable[scripts.Call], *, is_reloaded: bool = False) -> list[Any]:
+        """Pipeline the calls on one connection, each written as soon as it is
+        built, so Redis runs one script while the next is packed (a redis-py
+        pipeline packs them all before writing any). Replies are read in
+        order once all are written; every reply is read before any error is
+        raised, so the connection stays in step. A server that lost the
+        script (a restart) gets it loaded and the round again: a call refused
+        with NOSCRIPT wrote nothing, and the calls that ran are recognised as
+        this call's own writes by the nonce."""
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        sent: list[scripts.Call] = []
+        try:
+            for call in calls:
+                connection.send_command(
+                    "EVALSHA", self._script.sha, len(call.keys), *call.keys, *call.args
+                )
+                sent.append(call)
+            replies: list[Any] = []
+            for _ in sent:
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            connection.disconnect()  # replies may be left unread on it
+            raise
+        finally:
+            pool.release(connection)
+        if not is_reloaded and any(isinstance(r, NoScriptError) for r in replies):
+            self._client.script_load(self._script.script)
+            return self._stream(sent, is_reloaded=True)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
 
     def _submit_acked(self, calls: list[scripts.Call], num: int, timeout_ms: int) -> list[Any]:
         writer = self._replicated
