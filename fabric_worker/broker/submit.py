@@ -47,6 +47,7 @@ class Submitter:
         self.keys = keys
         self._script = scripts.register(client, "submit")
         self._replicated: SyncReplicaWriter | None = None
+        self._is_loaded = False  # whether this client has loaded the script (see _stream)
 
     def submit(
         self,
@@ -111,6 +112,11 @@ class Submitter:
         script (a restart) gets it loaded and the round again: a call refused
         with NOSCRIPT wrote nothing, and the calls that ran are recognised as
         this call's own writes by the nonce."""
+        if not self._is_loaded:
+            # Once per client: a server without the script would otherwise cost
+            # the first round twice (NOSCRIPT, then the round again).
+            self._client.script_load(self._script.script)
+            self._is_loaded = True
         pool = self._client.connection_pool
         connection = pool.get_connection()
         sent: list[scripts.Call] = []
