@@ -37,10 +37,9 @@ from producers.batches import BatchMethods
 from producers.validation import (
     InvalidJobsError,
     Job,
-    JobError,
     LanedJob,
     check_batch,
-    validate_job,
+    validate_jobs,
 )
 
 T = TypeVar("T")
@@ -131,16 +130,11 @@ class FabricClient(BatchMethods):
 
     def validate(self, jobs: Iterable[Job], *, batch: str | None = None) -> list[LanedJob]:
         """Validate every job; raises InvalidJobsError listing each bad one."""
-        now = time.time()
-        laned: list[LanedJob] = []
-        errors: list[JobError] = []
         if batch is not None:
             check_batch(batch)
-        for index, job in enumerate(jobs):
-            try:
-                laned.append(validate_job(job, self.config, submitted_at=now, batch=batch))
-            except JobError as exc:
-                errors.append(JobError(exc.reason, index))
+        laned, errors = validate_jobs(
+            list(jobs), self.config, submitted_at=time.time(), batch=batch
+        )
         if errors:
             raise InvalidJobsError(errors)
         return laned
@@ -245,7 +239,8 @@ class FabricClient(BatchMethods):
             for i in range(0, len(lane_jobs), BATCH_SIZE)
         ]
         outcomes = self._submitter.submit(
-            [(batch[0].lane, [_script_job(job) for job in batch]) for batch in batches],
+            # Lazy: each call is packed while Redis runs the one before.
+            ((batch[0].lane, [_script_job(job) for job in batch]) for batch in batches),
             cap=self.config.backlog_cap_tokens,
             nonce=nonce,
             replica_acks=self.config.replica_acks,

@@ -1,19 +1,19 @@
 """Producer-side validation: every job is checked before anything is written.
 
-Pure code: a job and the fleet config in, a laned, packed job or a reason out.
+Pure code: jobs and the fleet config in, laned, packed jobs or reasons out.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fabric_worker.wire.entries import MAX_CLASS_CHARS, JobEntry, is_valid_batch, is_valid_id
 from fabric_worker.wire.fleet_config import FleetConfig, padded_cost
+from producers.prompts import Prompt, pack_prompts
 
 JSON_FIELDS = frozenset({"tokens", "max_new_tokens", "id", "class", "end_id"})
 
@@ -61,31 +61,6 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _pack_prompt(tokens: object, vocab_size: int) -> array[int]:
-    if isinstance(tokens, str | bytes) or not isinstance(tokens, Sequence | array):
-        raise JobError(f"tokens must be a list of integers, got {type(tokens).__name__}")
-    if len(tokens) == 0:
-        raise JobError("tokens is empty")
-    # Fast path in C: type check by set of types, range check by array + max.
-    if isinstance(tokens, array):
-        packed = array("I", tokens) if tokens.typecode != "I" else tokens
-    elif set(map(type, tokens)) <= {int}:
-        try:
-            packed = array("I", tokens)
-        except OverflowError:
-            packed = None
-    else:
-        packed = None
-    if packed is None or max(packed) >= vocab_size:
-        for i, token in enumerate(tokens):
-            if not _is_int(token):
-                raise JobError(f"tokens[{i}] = {token!r} is not an integer")
-            if not 0 <= token < vocab_size:
-                raise JobError(f"tokens[{i}] = {token} is outside [0, {vocab_size})")
-        packed = array("I", tokens)  # every token checked above: cannot fail now
-    return packed
-
-
 def check_batch(name: str) -> str:
     """Return ``name`` if it can name a batch, else raise JobError."""
     if not is_valid_batch(name):
@@ -99,12 +74,42 @@ def new_batch_name(now_unix: float) -> str:
     return f"batch-{stamp}-{uuid.uuid4().hex[:8]}"
 
 
+def validate_jobs(
+    jobs: Sequence[Job], config: FleetConfig, *, submitted_at: float = 0.0, batch: str | None = None
+) -> tuple[list[LanedJob], list[JobError]]:
+    """Check a chunk of jobs against the fleet config: the valid ones laned,
+    in order, and one JobError (with its position) for each invalid one.
+    The prompts are checked together (:mod:`producers.prompts`), the rest job
+    by job. ``batch`` (already checked by :func:`check_batch`) goes into each
+    header."""
+    packed, prompt_errors = pack_prompts([job.tokens for job in jobs], config.vocab_size)
+    laned: list[LanedJob] = []
+    errors: list[JobError] = []
+    for index, (job, tokens) in enumerate(zip(jobs, packed, strict=True)):
+        try:
+            if tokens is None:
+                raise JobError(str(prompt_errors[index]))
+            laned.append(_laned(job, tokens, config, submitted_at, batch))
+        except JobError as exc:
+            errors.append(JobError(exc.reason, index))
+    return laned, errors
+
+
 def validate_job(
     job: Job, config: FleetConfig, *, submitted_at: float = 0.0, batch: str | None = None
 ) -> LanedJob:
     """Check one job against the fleet config. Raises JobError with the reason.
     ``batch`` (already checked by :func:`check_batch`) goes into its header."""
-    tokens = _pack_prompt(job.tokens, config.vocab_size)
+    laned, errors = validate_jobs([job], config, submitted_at=submitted_at, batch=batch)
+    if errors:
+        raise JobError(errors[0].reason)
+    return laned[0]
+
+
+def _laned(
+    job: Job, tokens: Prompt, config: FleetConfig, submitted_at: float, batch: str | None
+) -> LanedJob:
+    """The checks after the prompt's, in the order a job's first error is reported."""
     lane = config.lane_for(len(tokens))
     if lane is None:
         raise JobError(

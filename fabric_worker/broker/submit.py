@@ -1,18 +1,18 @@
 """The producer's script call: enqueue batches of jobs with ``submit.lua``.
 
-One call per lane batch, pipelined on a single server. Each job's reply is
-read here: submitted by this call (or by an earlier attempt of the same call,
-whose reply was lost: the stored state carries the call's nonce), or a
-duplicate of a job already known.
+One call per lane batch, pipelined on a single server. Each job's letter in
+the reply is read here: submitted by this call (or by an earlier attempt of
+the same call, whose reply was lost: the stored state carries the call's
+nonce), or a duplicate of a job already known.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.cluster import RedisCluster
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from fabric_worker.broker import scripts
 from fabric_worker.broker.replication import SyncReplicaWriter
@@ -27,6 +27,17 @@ class BatchCancelledError(RuntimeError):
 # One job as the script takes it: id, padded cost, header, packed tokens.
 ScriptJob = tuple[str, int, bytes, bytes]
 
+_SUBMITTED = frozenset(b"no")  # the script's letters for "enqueued by this call"
+
+
+def _letters(reply: object) -> bytes:
+    """The script's reply: one letter per job handled."""
+    if isinstance(reply, str):
+        return reply.encode()
+    if not isinstance(reply, bytes):
+        raise TypeError(f"submit.lua replied {type(reply).__name__}, not a string of letters")
+    return reply
+
 
 class Submitter:
     """Runs the submit script for one namespace on a synchronous client."""
@@ -36,10 +47,11 @@ class Submitter:
         self.keys = keys
         self._script = scripts.register(client, "submit")
         self._replicated: SyncReplicaWriter | None = None
+        self._is_loaded = False  # whether this client has loaded the script (see _stream)
 
     def submit(
         self,
-        batches: Sequence[tuple[int, Sequence[ScriptJob]]],
+        batches: Iterable[tuple[int, Sequence[ScriptJob]]],
         *,
         cap: int,
         nonce: str,
@@ -57,11 +69,12 @@ class Submitter:
         caller sends the round again: the nonce makes it count once).
 
         Every job goes into ``batch`` (or none); a cancelled batch raises
-        BatchCancelledError and takes none."""
-        calls = [
+        BatchCancelledError and takes none. ``batches`` may be lazy: each is
+        built while Redis runs the script of the one before."""
+        calls = (
             scripts.submit(self.keys, lane, jobs, cap=cap, nonce=nonce, batch=batch)
             for lane, jobs in batches
-        ]
+        )
         try:
             return self._run(calls, nonce, replica_acks, replica_ack_timeout_ms)
         except ResponseError as exc:
@@ -72,23 +85,65 @@ class Submitter:
             raise
 
     def _run(
-        self, calls: list[scripts.Call], nonce: str, replica_acks: int, replica_ack_timeout_ms: int
+        self,
+        calls: Iterable[scripts.Call],
+        nonce: str,
+        replica_acks: int,
+        replica_ack_timeout_ms: int,
     ) -> list[list[bool]]:
         if replica_acks:
-            replies = self._submit_acked(calls, replica_acks, replica_ack_timeout_ms)
+            replies = self._submit_acked(list(calls), replica_acks, replica_ack_timeout_ms)
         elif isinstance(self._client, RedisCluster):
             # Scripts cannot be pipelined on a cluster (each batch is one slot,
             # but a pipeline may span nodes); one round trip per batch.
             replies = [self._script(keys=c.keys, args=c.args) for c in calls]
         else:
-            pipe = self._client.pipeline(transaction=False)
-            for c in calls:
-                self._script(keys=c.keys, args=c.args, client=pipe)
-            replies = pipe.execute()
-        mine = f" {nonce}".encode()
-        # Our own earlier write (a round whose reply was lost) counts as
-        # submitted: the state carries this call's nonce.
-        return [[r.startswith(b"new ") or r.endswith(mine) for r in reply] for reply in replies]
+            replies = self._stream(calls)
+        # A letter per job (submit.lua): our own earlier write (a round whose
+        # reply was lost, "o") counts as submitted like a new one ("n").
+        return [[letter in _SUBMITTED for letter in _letters(reply)] for reply in replies]
+
+    def _stream(self, calls: Iterable[scripts.Call], *, is_reloaded: bool = False) -> list[Any]:
+        """Pipeline the calls on one connection, each written as soon as it is
+        built, so Redis runs one script while the next is packed (a redis-py
+        pipeline packs them all before writing any). Replies are read in
+        order once all are written; every reply is read before any error is
+        raised, so the connection stays in step. A server that lost the
+        script (a restart) gets it loaded and the round again: a call refused
+        with NOSCRIPT wrote nothing, and the calls that ran are recognised as
+        this call's own writes by the nonce."""
+        if not self._is_loaded:
+            # Once per client: a server without the script would otherwise cost
+            # the first round twice (NOSCRIPT, then the round again).
+            self._client.script_load(self._script.script)
+            self._is_loaded = True
+        pool = self._client.connection_pool
+        connection = pool.get_connection()
+        sent: list[scripts.Call] = []
+        try:
+            for call in calls:
+                connection.send_command(
+                    "EVALSHA", self._script.sha, len(call.keys), *call.keys, *call.args
+                )
+                sent.append(call)
+            replies: list[Any] = []
+            for _ in sent:
+                try:
+                    replies.append(connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            connection.disconnect()  # replies may be left unread on it
+            raise
+        finally:
+            pool.release(connection)
+        if not is_reloaded and any(isinstance(r, NoScriptError) for r in replies):
+            self._client.script_load(self._script.script)
+            return self._stream(sent, is_reloaded=True)
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                raise reply
+        return replies
 
     def _submit_acked(self, calls: list[scripts.Call], num: int, timeout_ms: int) -> list[Any]:
         writer = self._replicated

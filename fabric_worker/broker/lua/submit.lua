@@ -12,8 +12,11 @@
 -- ARGV[3]  the batch name ('' for none)
 -- ARGV[4 + 3k .. 6 + 3k]  job k: padded cost, header, packed tokens
 --
--- Returns one string per job handled, in order: "new <entry-id>" or
--- "dup <stored state>". Handling stops at the first job that would push the
+-- Returns one string with a letter per job handled, in order: "n" enqueued
+-- now, "o" enqueued by an earlier attempt of this call (its state carries
+-- this nonce: a retry after a lost reply), "d" a duplicate of someone else's
+-- job. One string, not one per job: building and sending 500 replies cost as
+-- much as the XADDs. Handling stops at the first job that would push the
 -- backlog over the cap; the caller retries the rest after a backoff. A
 -- cancelled batch takes no new jobs: an error naming it, nothing written.
 -- A duplicate stays in the batch it first came with and is not counted here.
@@ -33,7 +36,7 @@ for i = 5, #KEYS do
   local a = 4 + (i - 5) * 3
   local state = redis.call('GET', KEYS[i])
   if state then
-    out[#out + 1] = 'dup ' .. state
+    out[#out + 1] = nonce_of(state) == nonce and 'o' or 'd'
   else
     local cost = tonumber(ARGV[a])
     if backlog + added + cost > cap then
@@ -44,7 +47,7 @@ for i = 5, #KEYS do
     redis.call('SET', KEYS[i], queued_state(eid, nonce))
     added = added + cost
     num_new = num_new + 1
-    out[#out + 1] = 'new ' .. eid
+    out[#out + 1] = 'n'
   end
 end
 if added > 0 then
@@ -54,4 +57,4 @@ if batch ~= '' and num_new > 0 then
   batch_open(record, index, batch)
   redis.call('HINCRBY', record, 'total', num_new)
 end
-return out
+return table.concat(out)

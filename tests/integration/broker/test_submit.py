@@ -109,3 +109,33 @@ def test_backpressure_times_out_with_a_clear_error(redis_client: redis.Redis, ke
     assert (info.value.report.num_submitted, info.value.num_pending) == (12, 2)
     assert redis_client.xlen(keys.jobs(64)) == 12
     assert int(redis_client.get(keys.backlog(64))) == 12 * 164
+
+
+def test_a_server_that_lost_the_script_gets_it_again(redis_client: redis.Redis, keys: Keys) -> None:
+    """After SCRIPT FLUSH (what a restart does) a round of several calls, in
+    two lanes, is refused with NOSCRIPT, loaded, and sent again: every job
+    once, none reported twice."""
+    init_namespace(redis_client, keys, BIG_CAP)
+    client = FabricClient(redis_client, keys.namespace)
+    assert client.submit(make_jobs(10, "before")).num_submitted == 10
+    redis_client.script_flush()
+    report = client.submit(make_jobs(1200, "after"))  # 3 calls of 500 in lane 128
+    assert (report.num_submitted, report.num_duplicates) == (1200, 0)
+    total = sum(redis_client.xlen(keys.jobs(lane)) for lane in CONFIG.lanes)
+    assert total == 1210
+
+
+def test_an_error_reply_leaves_the_connection_in_step(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    """A round whose calls fail (the lane key holds the wrong type) raises the
+    server's error, and the next command on the client reads its own reply,
+    not one left over from the round."""
+    init_namespace(redis_client, keys, BIG_CAP)
+    redis_client.set(keys.jobs(128), "not a stream")
+    client = FabricClient(redis_client, keys.namespace)
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        client.submit(make_jobs(1200))
+    assert redis_client.echo("in step") == b"in step"
+    # Lane 64's calls ran (its 768 jobs), lane 128's were refused whole.
+    assert redis_client.xlen(keys.jobs(64)) == sum(1 + i % 100 <= 64 for i in range(1200))
