@@ -175,13 +175,13 @@ class FabricClient(BatchMethods):
         def round_trip() -> list[LanedJob]:
             nonlocal pending
             try:
-                pending = self._retrying_call(lambda: self._send(pending, nonce, report, batch))
+                pending, full[0] = self._retrying_call(
+                    lambda: self._send(pending, nonce, report, batch)
+                )
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
                 full[0] = True  # wait as at the cap: the whole round goes again
-                return pending
-            full[0] = False
             return pending
 
         waiting = Retrying(
@@ -226,10 +226,12 @@ class FabricClient(BatchMethods):
 
     def _send(
         self, jobs: list[LanedJob], nonce: str, report: SubmitReport, batch_name: str | None
-    ) -> list[LanedJob]:
+    ) -> tuple[list[LanedJob], bool]:
         """One pipelined round of script calls. Returns the jobs the backlog cap
-        turned away. On a connection error nothing in ``report`` changes, and
-        the whole round is sent again: dedupe makes that safe."""
+        or a full Redis turned away, and whether Redis was full. On a connection
+        error nothing in ``report`` changes, and the whole round is sent again:
+        dedupe makes that safe. A batch refused for memory is sent again alone:
+        the batches that went through are counted once, here."""
         by_lane: dict[int, list[LanedJob]] = defaultdict(list)
         for job in jobs:
             by_lane[job.lane].append(job)
@@ -248,7 +250,12 @@ class FabricClient(BatchMethods):
             batch=batch_name,
         )
         turned_away: list[LanedJob] = []
+        is_full = False
         for batch, handled in zip(batches, outcomes, strict=True):
+            if handled is None:  # refused whole for memory: nothing written
+                is_full = True
+                turned_away += batch
+                continue
             for job, is_ours in zip(batch, handled, strict=False):
                 if is_ours:
                     report.num_submitted += 1
@@ -256,4 +263,4 @@ class FabricClient(BatchMethods):
                     report.num_duplicates += 1
                     report.duplicate_ids.append(job.entry.id)
             turned_away += batch[len(handled) :]
-        return turned_away
+        return turned_away, is_full

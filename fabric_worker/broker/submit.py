@@ -15,6 +15,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from fabric_worker.broker import scripts
+from fabric_worker.broker.memory import is_out_of_memory
 from fabric_worker.broker.replication import SyncReplicaWriter
 from fabric_worker.broker.transient import ReplicationShortfall
 from fabric_worker.wire.keys import Keys
@@ -58,11 +59,15 @@ class Submitter:
         replica_acks: int = 0,
         replica_ack_timeout_ms: int = 1000,
         batch: str | None = None,
-    ) -> list[list[bool]]:
+    ) -> list[list[bool] | None]:
         """Per batch (lane, jobs), in order: for each job handled, True if it
         was enqueued by this call, False if it was a duplicate. A batch's list
         is shorter than its jobs when the backlog cap stopped it: the rest were
-        not written.
+        not written. None for a batch Redis refused for want of memory: a
+        script that adds data is refused whole, so none of it was written,
+        while the batches beside it may have gone through (and must not be
+        sent again: a worker may finish them meanwhile, and they would come
+        back as duplicates).
 
         With ``replica_acks``, every script is followed by WAIT on its own
         connection; fewer replicas than that raise ReplicationShortfall (the
@@ -90,18 +95,23 @@ class Submitter:
         nonce: str,
         replica_acks: int,
         replica_ack_timeout_ms: int,
-    ) -> list[list[bool]]:
+    ) -> list[list[bool] | None]:
         if replica_acks:
             replies = self._submit_acked(list(calls), replica_acks, replica_ack_timeout_ms)
         elif isinstance(self._client, RedisCluster):
             # Scripts cannot be pipelined on a cluster (each batch is one slot,
             # but a pipeline may span nodes); one round trip per batch.
-            replies = [self._script(keys=c.keys, args=c.args) for c in calls]
+            replies = [
+                _call_or_refusal(lambda c=c: self._script(keys=c.keys, args=c.args)) for c in calls
+            ]
         else:
             replies = self._stream(calls)
         # A letter per job (submit.lua): our own earlier write (a round whose
         # reply was lost, "o") counts as submitted like a new one ("n").
-        return [[letter in _SUBMITTED for letter in _letters(reply)] for reply in replies]
+        return [
+            None if reply is None else [letter in _SUBMITTED for letter in _letters(reply)]
+            for reply in replies
+        ]
 
     def _stream(self, calls: Iterable[scripts.Call], *, is_reloaded: bool = False) -> list[Any]:
         """Pipeline the calls on one connection, each written as soon as it is
@@ -141,9 +151,9 @@ class Submitter:
             self._client.script_load(self._script.script)
             return self._stream(sent, is_reloaded=True)
         for reply in replies:
-            if isinstance(reply, ResponseError):
+            if isinstance(reply, ResponseError) and not is_out_of_memory(reply):
                 raise reply
-        return replies
+        return [None if isinstance(reply, ResponseError) else reply for reply in replies]
 
     def _submit_acked(self, calls: list[scripts.Call], num: int, timeout_ms: int) -> list[Any]:
         writer = self._replicated
@@ -157,3 +167,13 @@ class Submitter:
                 f"within {timeout_ms} ms"
             )
         return acked.replies
+
+
+def _call_or_refusal(call: Any) -> Any:
+    """The script's reply, or None where Redis refused it for want of memory."""
+    try:
+        return call()
+    except ResponseError as exc:
+        if is_out_of_memory(exc):
+            return None
+        raise
