@@ -9,6 +9,8 @@ then rounds alternate the contenders' order and the best round of each counts.
   at once in FIFO order (what ``LLM.generate`` does) vs the naive queue worker.
 - classes: class-shared prompts (a long shared prefix per class plus a short own
   tail, interleaved): the fabric vs FIFO direct vs class-sorted direct (the oracle).
+- arrivals: the ragged mix arriving over time at 1.2x the engine's measured capacity,
+  the fabric vs the naive queue worker (bench.feed_arrivals).
 
 Every contender's outputs are checked token for token against the first direct run.
 
@@ -34,6 +36,8 @@ from typing import Any
 import click
 
 from bench.common import MANIFESTS, ROOT
+from bench.feed_arrivals import arrivals
+from bench.feed_arrivals import table as arrivals_table
 from bench.feed_contenders import LANES, VOCAB, Served, direct, fabric, naive
 from bench.feed_timeline import Timeline, summarise
 from bench.shared_engine import EngineHost
@@ -194,11 +198,12 @@ def build_model(out: Path) -> Path:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Model and results.")
 @click.option(
     "--workload",
-    type=click.Choice(["both", "ragged", "classes"]),
+    type=click.Choice(["both", "ragged", "classes", "arrivals"]),
     default="both",
     show_default=True,
 )
 @click.option("--rounds", type=int, default=None, help="Rounds per contender [2 quick, else 3].")
+@click.option("--duration", type=float, default=None, help="Arrivals for S seconds [2 quick, 10].")
 @click.option("--kv-tokens", type=int, default=None, help="The manifest's kv_cache_tokens.")
 @click.option("--classes", "num_classes", type=int, default=NUM_CLASSES, show_default=True)
 @click.option("--prefix-tokens", type=int, default=PREFIX_TOKENS, show_default=True)
@@ -215,6 +220,7 @@ def main(
     out: Path | None,
     workload: str,
     rounds: int | None,
+    duration: float | None,
     kv_tokens: int | None,
     num_classes: int,
     prefix_tokens: int,
@@ -261,12 +267,14 @@ def main(
                 rows += bench(host, server.url, "ragged", ragged, rounds, variants)
             if workload in ("both", "classes"):
                 rows += bench(host, server.url, "classes", classes, rounds, variants)
+            if workload == "arrivals":
+                rows += arrivals(host, server.url, ragged_jobs, quick, duration, rounds)
     finally:
         host.close()
     (out / "engine_feed.json").write_text(json.dumps(rows, indent=2))
     for row in rows:
         print(json.dumps(row))
-    print(table(rows))
+    print((arrivals_table if workload == "arrivals" else table)(rows))
 
 
 def table(rows: list[dict]) -> str:

@@ -1,0 +1,43 @@
+"""bench.feed_arrivals' figures on hand-made rounds: the schedule, the percentiles, and
+the engine's busy share while work was queued."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.feed_arrivals import Arrived, busy_while_queued, percentile, poisson_offsets
+from bench.feed_timeline import Timeline
+
+
+def test_the_schedule_is_seeded_and_keeps_its_rate() -> None:
+    offsets = poisson_offsets(50.0, 20.0)
+    assert offsets == poisson_offsets(50.0, 20.0)
+    assert offsets != poisson_offsets(50.0, 20.0, seed=12)
+    assert offsets == sorted(offsets) and offsets[0] > 0.0 and offsets[-1] < 20.0
+    # 1,000 arrivals expected; a Poisson count's standard deviation is about 32
+    assert 900 < len(offsets) < 1100
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1 .. 100
+    assert (percentile(values, 50), percentile(values, 90), percentile(values, 99)) == (
+        50.0,
+        90.0,
+        99.0,
+    )
+    assert percentile([3.0], 99) == 3.0 and percentile([], 50) == 0.0
+
+
+def test_busy_counts_only_polls_of_a_loaded_engine_while_work_was_queued() -> None:
+    # Job 1 queued 0-2, job 2 queued 5-6: 3 s of queued time. The engine is polled
+    # 0.5-2.0 holding job 1 (1.5 s), 2.0-5.0 holding nothing (not busy), 5.2-6.0
+    # holding job 2 (0.8 s).
+    got = Arrived(
+        submitted={1: 0.0, 2: 5.0},
+        finished={1: 2.0, 2: 6.0},
+        timeline=Timeline(
+            submits=[(0.5, 1), (5.2, 1)],
+            polls=[(0.5, 2.0, 1), (2.0, 5.0, 0), (5.2, 6.0, 1)],
+        ),
+    )
+    assert busy_while_queued(got) == pytest.approx((1.5 + 0.8) / 3.0)
