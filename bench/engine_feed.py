@@ -37,8 +37,9 @@ import click
 
 from bench.common import MANIFESTS, ROOT
 from bench.feed_arrivals import arrivals
-from bench.feed_arrivals import table as arrivals_table
 from bench.feed_contenders import LANES, VOCAB, Served, direct, fabric, naive
+from bench.feed_plot import save_plot
+from bench.feed_tables import arrivals_table, table
 from bench.feed_timeline import Timeline, summarise
 from bench.shared_engine import EngineHost
 from engines.contract import EngineRequest
@@ -55,6 +56,7 @@ class Run:
     outputs: dict[int, list[int]]  # job index -> tokens
     hit_rate: float
     timeline: dict[str, float]
+    recorded: Timeline  # the calls themselves, for the plots
 
 
 def ragged_jobs(num: int, max_new: int) -> list[EngineRequest]:
@@ -115,7 +117,7 @@ def measured(host: EngineHost, name: str, serve: Serve, num_jobs: int) -> Run:
     if served.driver_cpu_s is not None:
         figures["worker_cpu_us_per_job"] = round(1e6 * served.driver_cpu_s / num_jobs)
     figures["ms_per_step"] = round(1000 * figures["busy_s"] / max(1, figures["num_steps"]), 2)
-    return Run(name, wall_s, call_s, served.outputs, hit_rate(before, after), figures)
+    return Run(name, wall_s, call_s, served.outputs, hit_rate(before, after), figures, timeline)
 
 
 def contenders(
@@ -146,6 +148,7 @@ def bench(
     jobs: list[EngineRequest],
     rounds: int,
     variants: dict | None = None,
+    plots: dict[str, dict[str, Timeline]] | None = None,
 ) -> list:
     table = contenders(workload, host, url, jobs, variants or {})
     names = list(table)
@@ -159,6 +162,8 @@ def bench(
     rows = []
     for name in names:
         best = min(runs[name], key=lambda run: run.wall_s)
+        if plots is not None:
+            plots.setdefault(workload, {})[name] = best.recorded
         rows.append(
             {
                 "workload": workload,
@@ -204,6 +209,7 @@ def build_model(out: Path) -> Path:
 )
 @click.option("--rounds", type=int, default=None, help="Rounds per contender [2 quick, else 3].")
 @click.option("--duration", type=float, default=None, help="Arrivals for S seconds [2 quick, 10].")
+@click.option("--plot-dir", type=click.Path(path_type=Path), default=ROOT / "docs" / "img")
 @click.option("--kv-tokens", type=int, default=None, help="The manifest's kv_cache_tokens.")
 @click.option("--classes", "num_classes", type=int, default=NUM_CLASSES, show_default=True)
 @click.option("--prefix-tokens", type=int, default=PREFIX_TOKENS, show_default=True)
@@ -221,6 +227,7 @@ def main(
     workload: str,
     rounds: int | None,
     duration: float | None,
+    plot_dir: Path,
     kv_tokens: int | None,
     num_classes: int,
     prefix_tokens: int,
@@ -262,38 +269,22 @@ def main(
     print(f"engine started in {time.monotonic() - started:.1f} s: {manifest}", file=sys.stderr)
     try:
         with RedisServer(Path(tempfile.mkdtemp(prefix="redis-", dir=out))) as server:
-            rows = []
+            rows: list = []
+            plots: dict[str, dict[str, Timeline]] = {}
             if workload in ("both", "ragged"):
-                rows += bench(host, server.url, "ragged", ragged, rounds, variants)
+                rows += bench(host, server.url, "ragged", ragged, rounds, variants, plots)
             if workload in ("both", "classes"):
-                rows += bench(host, server.url, "classes", classes, rounds, variants)
+                rows += bench(host, server.url, "classes", classes, rounds, variants, plots)
             if workload == "arrivals":
-                rows += arrivals(host, server.url, ragged_jobs, quick, duration, rounds)
+                rows += arrivals(host, server.url, ragged_jobs, quick, duration, rounds, plots)
     finally:
         host.close()
     (out / "engine_feed.json").write_text(json.dumps(rows, indent=2))
     for row in rows:
         print(json.dumps(row))
     print((arrivals_table if workload == "arrivals" else table)(rows))
-
-
-def table(rows: list[dict]) -> str:
-    """The rows as a fixed-width table, one line per contender."""
-    head = f"{'workload':<8} {'contender':<20} {'jobs':>5} {'wall s':>7} {'tok/s':>8} "
-    head += f"{'hit rate':>8} {'vs FIFO':>7} {'busy':>5} {'1st sub':>7} {'gaps s':>6} "
-    head += f"{'short s':>7} {'tail s':>6} {'call s':>6} {'steps':>5} {'eng cpu':>7} "
-    lines = [head + f"{'cpu/job':>7} tokens"]
-    for r in rows:
-        lines.append(
-            f"{r['workload']:<8} {r['contender']:<20} {r['jobs']:>5} {r['wall_s']:>7.3f} "
-            f"{r['output_tok_s']:>8.0f} {r['prefix_hit_rate']:>8.2f} {r['vs_direct_fifo']:>7.2f} "
-            f"{r['busy_fraction']:>5.2f} {r['first_submit_s']:>7.3f} {r['gap_held_s']:>6.3f} "
-            f"{r['short_s']:>7.3f} {r['tail_s']:>6.3f} {r['call_s']:>6.3f} "
-            f"{r['num_steps']:>5} {r['engine_cpu_s']:>7.3f} "
-            f"{r.get('worker_cpu_us_per_job', '-'):>7} "
-            + ("match" if r["tokens_match"] else "DIFFER")
-        )
-    return "\n".join(lines)
+    for name, timelines in plots.items():
+        print(save_plot(plot_dir / f"engine_feed_{name}.png", f"{name}: {manifest}", timelines))
 
 
 if __name__ == "__main__":

@@ -256,19 +256,6 @@ def _direct_outputs(host: EngineHost, jobs: Sequence[EngineRequest]) -> dict[int
     return host.call(lambda engine: run_direct(engine, jobs))
 
 
-def table(rows: list[dict[str, Any]]) -> str:
-    head = f"{'contender':<12} {'round':>5} {'jobs':>5} {'jobs/s':>7} {'cap/s':>6} "
-    lines = [head + f"{'busy q':>6} {'p50 s':>6} {'p90 s':>6} {'p99 s':>6} {'cpu/job':>7} tokens"]
-    for r in rows:
-        lines.append(
-            f"{r['contender']:<12} {r['round']:>5} {r['jobs']:>5} {r['jobs_s']:>7.2f} "
-            f"{r['capacity_jobs_s']:>6.2f} {r['busy_queued']:>6.3f} {r['p50_s']:>6.3f} "
-            f"{r['p90_s']:>6.3f} {r['p99_s']:>6.3f} {r.get('worker_cpu_us_per_job', '-'):>7} "
-            + ("match" if r["tokens_match"] else "DIFFER")
-        )
-    return "\n".join(lines)
-
-
 def arrivals(
     host: EngineHost,
     url: str,
@@ -276,9 +263,11 @@ def arrivals(
     quick: bool,
     duration_s: float | None,
     rounds: int,
+    plots: dict[str, dict[str, Timeline]],
 ) -> list[dict[str, Any]]:
-    """bench.engine_feed's ``--workload arrivals``: the ragged mix, arriving."""
-    rows, _ = bench_arrivals(
+    """bench.engine_feed's ``--workload arrivals``: the ragged mix, arriving; each
+    contender's last round into ``plots``."""
+    rows, last = bench_arrivals(
         host,
         url,
         lambda n: ragged_jobs(n, 32 if quick else 64),
@@ -286,4 +275,5 @@ def arrivals(
         rounds=rounds,
         capacity_jobs=128 if quick else 384,
     )
+    plots["arrivals"] = {name: got.timeline for name, got in last.items()}
     return rows

@@ -3,9 +3,13 @@ the engine's busy share while work was queued."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from bench.feed_arrivals import Arrived, busy_while_queued, percentile, poisson_offsets
+from bench.feed_plot import busy_curve, save_plot
 from bench.feed_timeline import Timeline
 
 
@@ -41,3 +45,22 @@ def test_busy_counts_only_polls_of_a_loaded_engine_while_work_was_queued() -> No
         ),
     )
     assert busy_while_queued(got) == pytest.approx((1.5 + 0.8) / 3.0)
+
+
+def test_the_busy_curve_is_the_share_of_each_bin_spent_on_a_loaded_engine() -> None:
+    # From the first submit at 0: polled holding a request 0-1 s, empty 1-2 s (not
+    # busy), holding one again 2-4 s; four bins of one second.
+    timeline = Timeline(
+        submits=[(0.0, 1), (2.0, 1)],
+        polls=[(0.0, 1.0, 1), (1.0, 2.0, 0), (2.0, 4.0, 1)],
+    )
+    assert busy_curve(timeline, bins=4) == [(0.5, 1.0), (1.5, 0.0), (2.5, 1.0), (3.5, 1.0)]
+
+
+def test_without_matplotlib_the_plot_is_skipped_and_said_so(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes its import fail
+    timeline = Timeline(submits=[(0.0, 1)], polls=[(0.0, 1.0, 1)])
+    message = save_plot(tmp_path / "x.png", "x", {"fabric": timeline})
+    assert "skipped" in message and not (tmp_path / "x.png").exists()
