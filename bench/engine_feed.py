@@ -41,6 +41,7 @@ from bench.feed_contenders import LANES, VOCAB, Served, direct, fabric, naive
 from bench.feed_plot import save_plot
 from bench.feed_tables import arrivals_table, table
 from bench.feed_timeline import Timeline, summarise
+from bench.feed_waits import queue_waits, wait_figures
 from bench.shared_engine import EngineHost
 from engines.contract import EngineRequest
 
@@ -95,7 +96,8 @@ def hit_rate(before: Any, after: Any) -> float:
 Serve = Callable[[Timeline], Served]
 
 
-def measured(host: EngineHost, name: str, serve: Serve, num_jobs: int) -> Run:
+def measured(host: EngineHost, name: str, serve: Serve, jobs: list[EngineRequest]) -> Run:
+    num_jobs = len(jobs)
     assert host.call(lambda engine: engine.reset_prefix_cache()), "prefix cache not reset"
     before = host.call(lambda engine: engine.stats())
     # CPU seconds of the engine's thread: what the neighbours on a shared machine
@@ -116,6 +118,8 @@ def measured(host: EngineHost, name: str, serve: Serve, num_jobs: int) -> Run:
     figures["engine_cpu_s"] = round(engine_cpu_s, 3)
     if served.driver_cpu_s is not None:
         figures["worker_cpu_us_per_job"] = round(1e6 * served.driver_cpu_s / num_jobs)
+    if served.claimed_at:
+        figures |= wait_figures(queue_waits(timeline, jobs, served.claimed_at))
     figures["ms_per_step"] = round(1000 * figures["busy_s"] / max(1, figures["num_steps"]), 2)
     return Run(name, wall_s, call_s, served.outputs, hit_rate(before, after), figures, timeline)
 
@@ -156,7 +160,7 @@ def bench(
     direct(host, jobs, Timeline())  # warm-up, not measured: the first batches of new shapes compile
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            runs[name].append(measured(host, name, table[name], len(jobs)))
+            runs[name].append(measured(host, name, table[name], jobs))
     reference = runs["direct FIFO"][0].outputs
     num_new = sum(len(tokens) for tokens in reference.values())
     rows = []
@@ -284,7 +288,7 @@ def main(
         print(json.dumps(row))
     print((arrivals_table if workload == "arrivals" else table)(rows))
     for name, timelines in plots.items():
-        print(save_plot(plot_dir / f"engine_feed_{name}.png", f"{name}: {manifest}", timelines))
+        print(save_plot(plot_dir / f"engine_feed_{name}.png", f"engine_feed: {name}", timelines))
 
 
 if __name__ == "__main__":

@@ -242,8 +242,10 @@ def bench_arrivals(
     for r in range(rounds):
         for name in list(serve) if r % 2 == 0 else list(serve)[::-1]:
             assert host.call(lambda engine: engine.reset_prefix_cache()), "prefix cache not reset"
+            before = host.call(lambda engine: engine.stats())
             got = serve[name](host, url, jobs, offsets)
             row = figures(name, got, reference)
+            row["num_steps"] = host.call(lambda engine: engine.stats()).num_steps - before.num_steps
             row |= {"round": r, "capacity_jobs_s": round(capacity, 2), "rate_factor": RATE_FACTOR}
             rows.append(row)
             last[name] = got

@@ -1,5 +1,5 @@
-"""bench.feed_arrivals' figures on hand-made rounds: the schedule, the percentiles, and
-the engine's busy share while work was queued."""
+"""bench.feed_arrivals', feed_plot's and feed_waits' figures on hand-made rounds: the schedule,
+the percentiles, the engine's busy share while work was queued, the queue waits."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 from bench.feed_arrivals import Arrived, busy_while_queued, percentile, poisson_offsets
 from bench.feed_plot import busy_curve, save_plot
 from bench.feed_timeline import Timeline
+from bench.feed_waits import queue_waits, wait_figures
+from engines.contract import EngineRequest
 
 
 def test_the_schedule_is_seeded_and_keeps_its_rate() -> None:
@@ -64,3 +66,13 @@ def test_without_matplotlib_the_plot_is_skipped_and_said_so(
     timeline = Timeline(submits=[(0.0, 1)], polls=[(0.0, 1.0, 1)])
     message = save_plot(tmp_path / "x.png", "x", {"fabric": timeline})
     assert "skipped" in message and not (tmp_path / "x.png").exists()
+
+
+def test_a_jobs_queue_wait_runs_from_its_claim_to_its_engine_submit() -> None:
+    jobs = [EngineRequest(0, [1, 2, 3], 4), EngineRequest(1, [1, 2, 4], 4)]
+    # both claimed at 10.0; job 1 given to the engine at 10.5, job 0 at 12.0; a prompt
+    # no job has (another contender's) is not counted
+    timeline = Timeline(given=[(10.5, (1, 2, 4)), (12.0, (1, 2, 3)), (12.5, (9,))])
+    waits = queue_waits(timeline, jobs, {0: 10.0, 1: 10.0})
+    assert sorted(waits) == pytest.approx([0.5, 2.0])
+    assert wait_figures(waits) == {"wait_p99_s": 2.0, "wait_max_s": 2.0}
