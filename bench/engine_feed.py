@@ -9,6 +9,8 @@ then rounds alternate the contenders' order and the best round of each counts.
   at once in FIFO order (what ``LLM.generate`` does) vs the naive queue worker.
 - classes: class-shared prompts (a long shared prefix per class plus a short own
   tail, interleaved): the fabric vs FIFO direct vs class-sorted direct (the oracle).
+- arrivals: the ragged mix arriving over time at 1.2x the engine's measured capacity,
+  the fabric vs the naive queue worker (bench.feed_arrivals).
 
 Every contender's outputs are checked token for token against the first direct run.
 
@@ -34,8 +36,12 @@ from typing import Any
 import click
 
 from bench.common import MANIFESTS, ROOT
+from bench.feed_arrivals import arrivals
 from bench.feed_contenders import LANES, VOCAB, Served, direct, fabric, naive
+from bench.feed_plot import save_plot
+from bench.feed_tables import arrivals_table, table
 from bench.feed_timeline import Timeline, summarise
+from bench.feed_waits import queue_waits, wait_figures
 from bench.shared_engine import EngineHost
 from engines.contract import EngineRequest
 
@@ -51,6 +57,7 @@ class Run:
     outputs: dict[int, list[int]]  # job index -> tokens
     hit_rate: float
     timeline: dict[str, float]
+    recorded: Timeline  # the calls themselves, for the plots
 
 
 def ragged_jobs(num: int, max_new: int) -> list[EngineRequest]:
@@ -89,7 +96,8 @@ def hit_rate(before: Any, after: Any) -> float:
 Serve = Callable[[Timeline], Served]
 
 
-def measured(host: EngineHost, name: str, serve: Serve, num_jobs: int) -> Run:
+def measured(host: EngineHost, name: str, serve: Serve, jobs: list[EngineRequest]) -> Run:
+    num_jobs = len(jobs)
     assert host.call(lambda engine: engine.reset_prefix_cache()), "prefix cache not reset"
     before = host.call(lambda engine: engine.stats())
     # CPU seconds of the engine's thread: what the neighbours on a shared machine
@@ -110,8 +118,10 @@ def measured(host: EngineHost, name: str, serve: Serve, num_jobs: int) -> Run:
     figures["engine_cpu_s"] = round(engine_cpu_s, 3)
     if served.driver_cpu_s is not None:
         figures["worker_cpu_us_per_job"] = round(1e6 * served.driver_cpu_s / num_jobs)
+    if served.claimed_at:
+        figures |= wait_figures(queue_waits(timeline, jobs, served.claimed_at))
     figures["ms_per_step"] = round(1000 * figures["busy_s"] / max(1, figures["num_steps"]), 2)
-    return Run(name, wall_s, call_s, served.outputs, hit_rate(before, after), figures)
+    return Run(name, wall_s, call_s, served.outputs, hit_rate(before, after), figures, timeline)
 
 
 def contenders(
@@ -142,6 +152,7 @@ def bench(
     jobs: list[EngineRequest],
     rounds: int,
     variants: dict | None = None,
+    plots: dict[str, dict[str, Timeline]] | None = None,
 ) -> list:
     table = contenders(workload, host, url, jobs, variants or {})
     names = list(table)
@@ -149,12 +160,14 @@ def bench(
     direct(host, jobs, Timeline())  # warm-up, not measured: the first batches of new shapes compile
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
-            runs[name].append(measured(host, name, table[name], len(jobs)))
+            runs[name].append(measured(host, name, table[name], jobs))
     reference = runs["direct FIFO"][0].outputs
     num_new = sum(len(tokens) for tokens in reference.values())
     rows = []
     for name in names:
         best = min(runs[name], key=lambda run: run.wall_s)
+        if plots is not None:
+            plots.setdefault(workload, {})[name] = best.recorded
         rows.append(
             {
                 "workload": workload,
@@ -194,11 +207,13 @@ def build_model(out: Path) -> Path:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Model and results.")
 @click.option(
     "--workload",
-    type=click.Choice(["both", "ragged", "classes"]),
+    type=click.Choice(["both", "ragged", "classes", "arrivals"]),
     default="both",
     show_default=True,
 )
 @click.option("--rounds", type=int, default=None, help="Rounds per contender [2 quick, else 3].")
+@click.option("--duration", type=float, default=None, help="Arrivals for S seconds [2 quick, 10].")
+@click.option("--plot-dir", type=click.Path(path_type=Path), default=ROOT / "docs" / "img")
 @click.option("--kv-tokens", type=int, default=None, help="The manifest's kv_cache_tokens.")
 @click.option("--classes", "num_classes", type=int, default=NUM_CLASSES, show_default=True)
 @click.option("--prefix-tokens", type=int, default=PREFIX_TOKENS, show_default=True)
@@ -215,6 +230,8 @@ def main(
     out: Path | None,
     workload: str,
     rounds: int | None,
+    duration: float | None,
+    plot_dir: Path,
     kv_tokens: int | None,
     num_classes: int,
     prefix_tokens: int,
@@ -256,36 +273,22 @@ def main(
     print(f"engine started in {time.monotonic() - started:.1f} s: {manifest}", file=sys.stderr)
     try:
         with RedisServer(Path(tempfile.mkdtemp(prefix="redis-", dir=out))) as server:
-            rows = []
+            rows: list = []
+            plots: dict[str, dict[str, Timeline]] = {}
             if workload in ("both", "ragged"):
-                rows += bench(host, server.url, "ragged", ragged, rounds, variants)
+                rows += bench(host, server.url, "ragged", ragged, rounds, variants, plots)
             if workload in ("both", "classes"):
-                rows += bench(host, server.url, "classes", classes, rounds, variants)
+                rows += bench(host, server.url, "classes", classes, rounds, variants, plots)
+            if workload == "arrivals":
+                rows += arrivals(host, server.url, ragged_jobs, quick, duration, rounds, plots)
     finally:
         host.close()
     (out / "engine_feed.json").write_text(json.dumps(rows, indent=2))
     for row in rows:
         print(json.dumps(row))
-    print(table(rows))
-
-
-def table(rows: list[dict]) -> str:
-    """The rows as a fixed-width table, one line per contender."""
-    head = f"{'workload':<8} {'contender':<20} {'jobs':>5} {'wall s':>7} {'tok/s':>8} "
-    head += f"{'hit rate':>8} {'vs FIFO':>7} {'busy':>5} {'1st sub':>7} {'gaps s':>6} "
-    head += f"{'short s':>7} {'tail s':>6} {'call s':>6} {'steps':>5} {'eng cpu':>7} "
-    lines = [head + f"{'cpu/job':>7} tokens"]
-    for r in rows:
-        lines.append(
-            f"{r['workload']:<8} {r['contender']:<20} {r['jobs']:>5} {r['wall_s']:>7.3f} "
-            f"{r['output_tok_s']:>8.0f} {r['prefix_hit_rate']:>8.2f} {r['vs_direct_fifo']:>7.2f} "
-            f"{r['busy_fraction']:>5.2f} {r['first_submit_s']:>7.3f} {r['gap_held_s']:>6.3f} "
-            f"{r['short_s']:>7.3f} {r['tail_s']:>6.3f} {r['call_s']:>6.3f} "
-            f"{r['num_steps']:>5} {r['engine_cpu_s']:>7.3f} "
-            f"{r.get('worker_cpu_us_per_job', '-'):>7} "
-            + ("match" if r["tokens_match"] else "DIFFER")
-        )
-    return "\n".join(lines)
+    print((arrivals_table if workload == "arrivals" else table)(rows))
+    for name, timelines in plots.items():
+        print(save_plot(plot_dir / f"engine_feed_{name}.png", f"engine_feed: {name}", timelines))
 
 
 if __name__ == "__main__":

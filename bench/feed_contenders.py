@@ -37,6 +37,7 @@ class Served:
     start: float  # time.time() at the contender's clock start
     end: float  # ... and at its end
     driver_cpu_s: float | None = None  # the fabric worker's event-loop thread, CPU seconds
+    claimed_at: dict[int, float] | None = None  # job index -> the fabric's claim (started_at)
 
 
 def direct(host: EngineHost, jobs: Sequence[EngineRequest], timeline: Timeline) -> Served:
@@ -103,13 +104,14 @@ def fabric(
     driver_cpu_s = time.thread_time() - cpu_before
     if code is not ExitCode.OK:
         raise RuntimeError(f"fabric worker exited {code}")
-    outputs, end = {}, start
+    outputs, claimed_at, end = {}, {}, start
     for lane in LANES:
         for entry_id, fields in client.xrange(keys.results(lane)):
             result = decode_result(fields)
             outputs[int(result.id)] = list(result.tokens)
+            claimed_at[int(result.id)] = result.started_at
             end = max(end, int(entry_id.split(b"-")[0]) / 1000)  # Redis's clock, in ms
-    return Served(outputs, start, end, driver_cpu_s)
+    return Served(outputs, start, end, driver_cpu_s, claimed_at)
 
 
 def naive(host: EngineHost, url: str, jobs: Sequence[EngineRequest], timeline: Timeline) -> Served:

@@ -34,6 +34,8 @@ class Timeline:
 
     submits: list[tuple[float, int]] = field(default_factory=list)  # (at, num requests)
     polls: list[tuple[float, float, int]] = field(default_factory=list)  # (start, end, outputs)
+    # (at, prompt) of every request given to the engine: which job went in when
+    given: list[tuple[float, tuple[int, ...]]] = field(default_factory=list)
 
 
 class Recorder:
@@ -49,7 +51,9 @@ class Recorder:
 
     def submit(self, requests: Sequence[EngineRequest]) -> None:
         batch = list(requests)
-        self._timeline.submits.append((time.time(), len(batch)))
+        now = time.time()
+        self._timeline.submits.append((now, len(batch)))
+        self._timeline.given += [(now, tuple(request.prompt)) for request in batch]
         self._engine.submit(batch)
 
     def poll(self, timeout_s: float) -> list[EngineOutput]:

@@ -3,9 +3,11 @@ serves the same jobs and gives the direct run's tokens back. No figures asserted
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from bench import engine_feed
+from bench import engine_feed, feed_arrivals, feed_plot
 from fabric_worker.dev.redis_server import RedisServer
 from tests.vllm.host import EngineHost
 
@@ -28,3 +30,25 @@ def test_every_contender_returns_the_direct_runs_tokens(
     for row in rows:
         assert row["tokens_match"], row
         assert row["jobs"] == len(jobs) and row["wall_s"] > 0
+
+
+def test_arrivals_reach_both_contenders_with_the_direct_runs_tokens(
+    host: EngineHost, own_redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # Workload (c) at its smallest: a capacity run of 6 jobs, then about a second
+    # of arrivals at 1.2x that rate to the fabric and to the naive worker.
+    rows, last = feed_arrivals.bench_arrivals(
+        host,
+        own_redis_server.url,
+        lambda n: engine_feed.ragged_jobs(n, 8),
+        duration_s=1.0,
+        rounds=1,
+        capacity_jobs=6,
+    )
+    assert [row["contender"] for row in rows] == ["fabric", "naive queue"]
+    for row in rows:
+        assert row["tokens_match"], row
+        assert row["jobs"] == len(last[row["contender"]].submitted) > 0
+    plot = tmp_path / "arrivals.png"
+    message = feed_plot.save_plot(plot, "arrivals", {n: got.timeline for n, got in last.items()})
+    assert message.startswith("plot written") and plot.read_bytes()[:4] == b"\x89PNG"
