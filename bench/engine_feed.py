@@ -213,7 +213,8 @@ def build_model(out: Path) -> Path:
 )
 @click.option("--rounds", type=int, default=None, help="Rounds per contender [2 quick, else 3].")
 @click.option("--duration", type=float, default=None, help="Arrivals for S seconds [2 quick, 10].")
-@click.option("--plot-dir", type=click.Path(path_type=Path), default=ROOT / "docs" / "img")
+# build/ is ignored by git: a demo or quick run never rewrites the plots docs/ shows.
+@click.option("--plot-dir", type=click.Path(path_type=Path), default=ROOT / "build" / "plots")
 @click.option("--kv-tokens", type=int, default=None, help="The manifest's kv_cache_tokens.")
 @click.option("--classes", "num_classes", type=int, default=NUM_CLASSES, show_default=True)
 @click.option("--prefix-tokens", type=int, default=PREFIX_TOKENS, show_default=True)
