@@ -15,7 +15,6 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import orjson
 from redis.cluster import RedisCluster
 from redis.exceptions import NoPermissionError
 
@@ -23,11 +22,11 @@ from fabric_worker.broker import scripts, text
 from fabric_worker.broker.dlq import parse_dead_letter
 from fabric_worker.wire.batch_record import BatchCounts, lane_counts, sum_lanes
 from fabric_worker.wire.entries import (
-    MAX_HEADER_BYTES,
     EntryError,
     ResultEntry,
     decode_result,
     encode_result,
+    peek_header,
     result_json,
 )
 from fabric_worker.wire.keys import Keys
@@ -97,17 +96,6 @@ def _forget(client: Any, keys: Keys, stale: list[tuple[str, int]]) -> None:
         pipe.execute()
 
 
-def _header(fields: dict[Any, Any]) -> dict[str, Any]:
-    raw = fields.get(b"h", fields.get("h"))
-    if not isinstance(raw, bytes | str) or len(raw) > MAX_HEADER_BYTES:
-        return {}
-    try:
-        header = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return header if isinstance(header, dict) else {}
-
-
 def _run(client: Any, script: Any, calls: list[scripts.Call]) -> list[Any]:
     if isinstance(client, RedisCluster):  # scripts are not pipelined on a cluster
         return [script(keys=c.keys, args=c.args) for c in calls]
@@ -155,7 +143,7 @@ def cancel(client: Any, keys: Keys, lanes: Sequence[int], name: str, *, retentio
             now = time.time()
             jobs = []
             for entry_id, fields in page:
-                header = _header(fields)
+                header = peek_header(fields)
                 max_new = header.get("max_new_tokens")
                 if header.get("batch") != name or not isinstance(header.get("id"), str):
                     continue
@@ -220,7 +208,7 @@ def results(
     seen: set[str] = set()
     for lane in lanes:
         for entry_id, fields in _scan(client, keys.results(lane), since_ms):
-            if _header(fields).get("batch") != counts.name:
+            if peek_header(fields).get("batch") != counts.name:
                 continue
             try:
                 result = decode_result(fields)

@@ -16,11 +16,10 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
-import orjson
 import redis
 
 from fabric_worker.broker import scripts, text
-from fabric_worker.wire.entries import MAX_HEADER_BYTES, is_valid_batch, is_valid_id
+from fabric_worker.wire.entries import is_valid_batch, is_valid_id, peek_header
 from fabric_worker.wire.keys import Keys
 from fabric_worker.wire.replies import ReplayReply
 
@@ -62,17 +61,6 @@ class DeadLetter:
         return doc
 
 
-def _header(raw: object) -> dict[str, Any]:
-    """The header as a dict, or {} if it is not one (never raises)."""
-    if not isinstance(raw, bytes | str) or len(raw) > MAX_HEADER_BYTES:
-        return {}
-    try:
-        header = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {}
-    return header if isinstance(header, dict) else {}
-
-
 def _number(raw: object, kind: type[int] | type[float]) -> Any:
     try:
         return kind(text(raw))
@@ -83,7 +71,7 @@ def _number(raw: object, kind: type[int] | type[float]) -> Any:
 def parse_dead_letter(lane: int, entry_id: bytes | str, fields: Mapping[Any, Any]) -> DeadLetter:
     """A dead-letter entry as a :class:`DeadLetter`; tolerant of any field
     being missing or malformed (this is where malformed entries end up)."""
-    header = _header(_get(fields, "h"))
+    header = peek_header(fields)
     job_id = header.get("id")
     if not isinstance(job_id, str) or not is_valid_id(job_id):
         job_id = None

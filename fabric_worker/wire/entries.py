@@ -202,27 +202,26 @@ def decode_job(
     )
 
 
-def peek_id(fields: Mapping[Any, Any]) -> str | None:
-    """Best-effort job id of an entry that failed to decode (for dead letters)."""
+def peek_header(fields: Mapping[Any, Any]) -> dict[str, Any]:
+    """Best-effort header of an entry that may not decode: {} when it is
+    missing, too large, not JSON or not an object (never raises)."""
     try:
         raw = _field(fields, "h")
-        if len(raw) > MAX_HEADER_BYTES:
-            return None
-        header = orjson.loads(raw)
+        header = orjson.loads(raw) if len(raw) <= MAX_HEADER_BYTES else None
     except (EntryError, orjson.JSONDecodeError):
-        return None
-    job_id = header.get("id") if isinstance(header, dict) else None
+        return {}
+    return header if isinstance(header, dict) else {}
+
+
+def peek_id(fields: Mapping[Any, Any]) -> str | None:
+    """Best-effort job id of an entry that failed to decode (for dead letters)."""
+    job_id = peek_header(fields).get("id")
     return job_id if isinstance(job_id, str) and is_valid_id(job_id) else None
 
 
 def peek_batch(fields: Mapping[Any, Any]) -> str | None:
     """Best-effort batch of an entry that failed to decode (its counts)."""
-    try:
-        raw = _field(fields, "h")
-        header = orjson.loads(raw) if len(raw) <= MAX_HEADER_BYTES else None
-    except (EntryError, orjson.JSONDecodeError):
-        return None
-    batch = header.get("batch") if isinstance(header, dict) else None
+    batch = peek_header(fields).get("batch")
     return batch if is_valid_batch(batch) else None
 
 
