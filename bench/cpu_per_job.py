@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -80,18 +81,22 @@ def stage_of(frames: list[str]) -> str:
     return OTHER
 
 
-def stage_samples(path: Path) -> tuple[collections.Counter[str], int]:
-    """(samples per stage, total) of the serving samples in a py-spy ``--format raw`` file."""
-    stages: collections.Counter[str] = collections.Counter()
-    total = 0
+def serving_samples(path: Path) -> Iterator[tuple[list[str], int]]:
+    """(frames, count) of each serving stack in a py-spy ``--format raw`` file."""
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not count_text.isdigit():
             continue
         frames = stack.split(";")
-        if not is_serving(frames):
-            continue
-        count = int(count_text)
+        if is_serving(frames):
+            yield frames, int(count_text)
+
+
+def stage_samples(path: Path) -> tuple[collections.Counter[str], int]:
+    """(samples per stage, total) of the serving samples in a py-spy ``--format raw`` file."""
+    stages: collections.Counter[str] = collections.Counter()
+    total = 0
+    for frames, count in serving_samples(path):
         stages[stage_of(frames)] += count
         total += count
     return stages, total

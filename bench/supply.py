@@ -266,19 +266,12 @@ def run_peer(url: str, peer: str, num_jobs: int, redis_pid: int) -> dict:
 def summarise_profile(path: Path, top: int = 14) -> list[tuple[str, int, float]]:
     """(stage, samples, share of the serving samples) from py-spy raw output, in
     bench.cpu_per_job's stages, then the functions with the most self time."""
-    from bench.cpu_per_job import OTHER, STAGES, is_serving, stage_of  # it imports this module
+    from bench.cpu_per_job import OTHER, STAGES, serving_samples, stage_of  # it imports us
 
     stages: collections.Counter[str] = collections.Counter()
     functions: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not count_text.isdigit():
-            continue
-        frames = stack.split(";")
-        if not is_serving(frames):
-            continue
-        count = int(count_text)
+    for frames, count in serving_samples(path):
         total += count
         stages[stage_of(frames)] += count
         functions[_leaf(frames)] += count
