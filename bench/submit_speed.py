@@ -88,21 +88,12 @@ def submit_ceiling(url: str, jobs: list[Any]) -> float:
 
     import redis
 
-    from bench.supply import CEILING_CHUNK, CEILING_STREAM, MAX_NEW_TOKENS
+    from bench.supply import ceiling_submit
 
     client = redis.Redis.from_url(url)
     client.flushall()
     tokens = [array("I", job.tokens) for job in jobs]
-    now = time.time()
-    started = time.perf_counter()
-    for start in range(0, len(tokens), CEILING_CHUNK):
-        pipe = client.pipeline(transaction=False)
-        for i in range(start, min(start + CEILING_CHUNK, len(tokens))):
-            header = {"v": 1, "id": f"j{i}", "max_new_tokens": MAX_NEW_TOKENS}
-            header |= {"class": None, "end_id": None, "submitted_at": now}
-            pipe.xadd(CEILING_STREAM, {"h": orjson.dumps(header), "t": tokens[i].tobytes()})
-        pipe.execute()
-    elapsed = time.perf_counter() - started
+    elapsed = ceiling_submit(client, tokens)
     client.close()
     return elapsed
 
