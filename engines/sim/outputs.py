@@ -60,9 +60,7 @@ def expected_output(
         ((state := (state * _LCG_MULTIPLIER + _LCG_INCREMENT) & _MASK_32) >> 8) % VOCAB_SIZE
         for _ in range(max_new_tokens)
     ]
-    if end_id is not None and end_id in tokens:
-        return tokens[: tokens.index(end_id) + 1], FinishReason.STOP
-    return tokens, FinishReason.LENGTH
+    return _stopped(tokens, end_id)
 
 
 # Bounds the NumPy scratch of one bulk step (rows x tokens, 8 bytes each): 8 MiB.

@@ -20,6 +20,7 @@ from redis.exceptions import NoPermissionError
 
 from fabric_worker.broker import scripts, text
 from fabric_worker.broker.dlq import parse_dead_letter
+from fabric_worker.core.retention import StreamId
 from fabric_worker.wire.batch_record import BatchCounts, lane_counts, sum_lanes
 from fabric_worker.wire.entries import (
     EntryError,
@@ -134,12 +135,7 @@ def cancel(client: Any, keys: Keys, lanes: Sequence[int], name: str, *, retentio
     _run(client, script, marks)
     num_cancelled = 0
     for lane in lanes:
-        start = "-"
-        while True:
-            page = client.xrange(keys.jobs(lane), start, "+", count=CHUNK)
-            if not page:
-                break
-            start = "(" + text(page[-1][0])
+        for page in _pages(client, keys.jobs(lane), 0):
             now = time.time()
             jobs = []
             for entry_id, fields in page:
@@ -148,9 +144,7 @@ def cancel(client: Any, keys: Keys, lanes: Sequence[int], name: str, *, retentio
                 if header.get("batch") != name or not isinstance(header.get("id"), str):
                     continue
                 cost = lane + max_new if isinstance(max_new, int) and max_new > 0 else 0
-                jobs.append(
-                    (text(entry_id), header["id"], cost, _cancelled_header(header, name, now))
-                )
+                jobs.append((entry_id, header["id"], cost, _cancelled_header(header, name, now)))
             if jobs:
                 call = scripts.cancel(keys, lane, name, jobs, retention_s=retention_s)
                 replies = _run(client, script, [call])[0]
@@ -177,22 +171,27 @@ def delete(client: Any, keys: Keys, lanes: Sequence[int], name: str) -> BatchCou
     return counts
 
 
-def _scan(client: Any, stream: str, since_ms: int) -> Iterator[tuple[str, dict[Any, Any]]]:
+def _pages(client: Any, stream: str, since_ms: int) -> Iterator[list[tuple[str, Any]]]:
+    """The stream from ``since_ms`` on, CHUNK entries per XRANGE."""
     start = f"{since_ms}-0"
     while True:
         page = client.xrange(stream, start, "+", count=CHUNK)
         if not page:
             return
-        for entry_id, fields in page:
-            yield text(entry_id), fields
+        yield [(text(entry_id), fields) for entry_id, fields in page]
         start = "(" + text(page[-1][0])
+
+
+def _scan(client: Any, stream: str, since_ms: int) -> Iterator[tuple[str, dict[Any, Any]]]:
+    for page in _pages(client, stream, since_ms):
+        yield from page
 
 
 def _order(entry_id: str, finished_at: float | None) -> tuple[int, float, int]:
     """Finish order: when Redis wrote the entry (ms; one clock for every lane),
     ties within a millisecond broken by the finish time the writer gave."""
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), finished_at or 0.0, int(seq or 0)
+    sid = StreamId.parse(entry_id)
+    return sid.ms, finished_at or 0.0, sid.seq
 
 
 def results(

@@ -39,8 +39,7 @@ if own_key then
   -- to queued: the batch has one job fewer dead, and is not finished.
   if KEYS[5] ~= KEYS[3] and is_record(KEYS[5]) then
     redis.call('HINCRBY', KEYS[5], 'dead', -1)
-    redis.call('HDEL', KEYS[5], 'finished')
-    redis.call('PERSIST', KEYS[5])
+    batch_reopen(KEYS[5])
   end
 end
 local cost = tonumber(ARGV[2])

@@ -34,12 +34,17 @@ local function batch_settle(record, field, retention, num)
   finish_if_terminal(record, retention)
 end
 
+-- A record with a job queued again: not finished, and kept until it is.
+local function batch_reopen(record)
+  redis.call('HDEL', record, 'finished')
+  redis.call('PERSIST', record)
+end
+
 -- The record of a batch taking jobs: created (and indexed) on first use,
 -- unfinished again and kept until its jobs are terminal.
 local function batch_open(record, index, name)
   if redis.call('HSETNX', record, 'created', now_s()) == 1 then
     redis.call('ZADD', index, 'NX', tonumber(redis.call('HGET', record, 'created')), name)
   end
-  redis.call('HDEL', record, 'finished')
-  redis.call('PERSIST', record)
+  batch_reopen(record)
 end
