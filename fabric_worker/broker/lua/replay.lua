@@ -35,10 +35,18 @@ if own_key then
   -- Same shape as submit.lua's state, so submit dedupes it and complete and
   -- requeue handle it; no expiry while queued.
   redis.call('SET', KEYS[4], queued_state(new_id, 'replay'))
-  -- Dead (or expired: then so is the record, and nothing is counted) back
-  -- to queued: the batch has one job fewer dead, and is not finished.
+  -- Dead back to queued: the batch has one job fewer dead, and is not
+  -- finished. Dead letters outlive batch records, so the record may be a
+  -- later batch of the same name that never counted this job: a record
+  -- created after the letter was written (both on this server's clock) counts
+  -- the job in as a new one instead. No record at all: nothing is counted.
   if KEYS[5] ~= KEYS[3] and is_record(KEYS[5]) then
-    redis.call('HINCRBY', KEYS[5], 'dead', -1)
+    local created_ms = math.floor(tonumber(redis.call('HGET', KEYS[5], 'created') or '0') * 1000)
+    if created_ms <= tonumber(string.match(ARGV[1], '^%d+')) then
+      redis.call('HINCRBY', KEYS[5], 'dead', -1)
+    else
+      redis.call('HINCRBY', KEYS[5], 'total', 1)
+    end
     batch_reopen(KEYS[5])
   end
 end

@@ -154,6 +154,29 @@ def test_dead_letter_counts_dead_and_replay_takes_it_back(
     assert counts(client, "d") == (1, 1, 0, 0)
 
 
+def test_a_replay_into_a_later_batch_of_the_same_name_counts_the_job_in(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    """Dead letters outlive batch records: after the first "n" expired (its
+    state too), a new "n" never counted the replayed job dead, so the replay
+    counts it in as a new job instead of taking one off the dead."""
+    client = client_for(redis_client, keys)
+    client.submit([short("old")], batch="n")
+    old = claim(redis_client, keys, 64)["old"]
+    assert dead_letter(redis_client, keys, 64, "old", old, "n") is DeadLetterReply.DEAD
+    redis_client.delete(keys.batch(64, "n"), keys.job(64, "old"))  # both past the retention
+    next_ms(redis_client)
+    client.submit([short("new")], batch="n")
+    [letter] = iter_dead_letters(redis_client, keys, LANES)
+    DeadLetters(redis_client, keys).replay(letter)
+    assert counts(client, "n") == (2, 0, 0, 0)
+    held = claim(redis_client, keys, 64)
+    for job_id in ("new", "old"):
+        assert complete(redis_client, keys, 64, job_id, held[job_id], "n") is CompleteReply.OK
+    assert counts(client, "n") == (2, 2, 0, 0)
+    assert client.batch("n").is_finished  # type: ignore[union-attr]
+
+
 def test_cancel_racing_a_completion_settles_each_job_once_either_way(
     redis_client: redis.Redis, keys: Keys
 ) -> None:
