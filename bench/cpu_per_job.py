@@ -1,6 +1,6 @@
 """Worker and Redis CPU per job, and where the worker's goes, stage by stage.
 
-    python -m bench.cpu_per_job [--jobs 20000] [--repeat 2] [--tree PATH ...] [--quick]
+    python -m bench.cpu_per_job [--jobs 50000] [--repeat 2] [--tree PATH ...] [--quick]
 
 One ``fabric worker`` on the ``null`` engine serves ``--jobs`` jobs (bench.supply's
 fabric run: 256-token prompts, max_new_tokens 16, burst mode), on a private

@@ -119,7 +119,7 @@ def test_a_server_that_lost_the_script_gets_it_again(redis_client: redis.Redis, 
     client = FabricClient(redis_client, keys.namespace)
     assert client.submit(make_jobs(10, "before")).num_submitted == 10
     redis_client.script_flush()
-    report = client.submit(make_jobs(1200, "after"))  # 3 calls of 500 in lane 128
+    report = client.submit(make_jobs(1200, "after"))  # 3 calls: 2 in lane 64, 1 in lane 128
     assert (report.num_submitted, report.num_duplicates) == (1200, 0)
     total = sum(redis_client.xlen(keys.jobs(lane)) for lane in CONFIG.lanes)
     assert total == 1210

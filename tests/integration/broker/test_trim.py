@@ -86,7 +86,7 @@ def complete_one(client: redis.Redis, keys: Keys, job_id: str) -> bytes:
     done = Completion(64, entry_id, job_id, 66, fields["h"], fields["t"])
     call = scripts.complete(keys, 64, [done], retention_s=RETENTION_S)
     assert register(client, "complete")(keys=call.keys, args=call.args) == [b"ok"]
-    [(result_id, _)] = client.xrange(keys.results(64))
+    [(result_id, _)] = client.xrevrange(keys.results(64), count=1)  # the newest: this one
     return bytes(result_id)
 
 
@@ -100,12 +100,13 @@ def wait_for_server_time(client: redis.Redis, past_ms: int, timeout_s: float = 5
 def test_a_lookup_of_a_trimmed_result_says_so(own_redis_server: RedisServer, keys: Keys) -> None:
     client = redis.Redis.from_url(own_redis_server.url)
     setup(client, keys)
-    kept_id = complete_one(client, keys, "kept-state")
+    complete_one(client, keys, "kept-state")
+    gone_id = complete_one(client, keys, "gone")
     # A state that outlives its result (as one written with a longer retention
     # would): the lookup must say the result was trimmed, not crash or say done.
     client.persist(keys.job(64, "kept-state"))
-    wait_for_server_time(client, int(kept_id.split(b"-")[0]) + RETENTION_S * 1000)
-    assert trim_results(client, keys, LANES, RETENTION_S).num_removed == {64: 1, 128: 0}
+    wait_for_server_time(client, int(gone_id.split(b"-")[0]) + RETENTION_S * 1000)
+    assert trim_results(client, keys, LANES, RETENTION_S).num_removed == {64: 2, 128: 0}
     [found] = lookup(client, keys, LANES, ["kept-state"])
     assert (found.state, found.lane, found.result) == ("trimmed", 64, None)
     # The usual case: the state expired with the retention, like its result.
