@@ -90,6 +90,7 @@ class Dispatcher:
         if shares is None:
             shares = not capacity.pads_prompts
         self.sharing = SharedPrefixes(capacity.kv_block_tokens) if shares else None
+        self.engine_cap = policy.engine_cap(capacity.max_batch_size)
         self.is_admitting = True
         self._request_ids = itertools.count(1)
 
@@ -99,7 +100,8 @@ class Dispatcher:
             f"engine capacity batch={c.max_batch_size} step_tokens={c.max_num_tokens} "
             f"kv_tokens={c.kv_cache_tokens} max_seq_len={c.max_seq_len}; budget "
             f"high={marks.high_water_tokens} low={marks.low_water_tokens} tokens; read-ahead "
-            f"{self.queue.max_tokens} tokens; lanes {','.join(map(str, self.config.lanes))}"
+            f"{self.queue.max_tokens} tokens; at most {self.engine_cap} requests in the engine; "
+            f"lanes {','.join(map(str, self.config.lanes))}"
         )
 
     @property
@@ -141,12 +143,12 @@ class Dispatcher:
         self.queue.push(held, cls=job.prefix_class, cost_tokens=a.budget_tokens, now_s=now_s)
         self.reads.observe(c.lane, job.max_new_tokens)
 
-    def admit(self, now_s: float, *, engine_room: int) -> list[EngineRequest]:
-        """What the budget admits now, at most ``engine_room`` requests."""
+    def admit(self, now_s: float) -> list[EngineRequest]:
+        """What the budget admits now, keeping at most ``engine_cap`` in the engine."""
         requests: list[EngineRequest] = []
         if not self.is_admitting:
             return requests
-        while len(requests) < engine_room:
+        while self.holdings.num_in_engine < self.engine_cap:
             held = self.queue.peek(now_s)
             if held is None:
                 break

@@ -81,6 +81,11 @@ class Holdings:
         held.step(event)
         self._by_entry.pop(held.key, None)
 
+    @property
+    def num_in_engine(self) -> int:
+        """Requests handed to the engine and not yet returned (lost ones too)."""
+        return len(self._by_request)
+
     def running(self) -> list[Held]:
         return list(self._by_request.values())
 

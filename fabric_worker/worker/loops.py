@@ -183,8 +183,7 @@ class Serving:
         await self.broker.settle(dead_letters=rejected.dead_letters, hand_backs=rejected.hand_backs)
 
     def admit(self) -> None:
-        room = self.dispatcher.capacity.max_batch_size - self.engine.inbox_depth
-        requests = self.dispatcher.admit(time.monotonic(), engine_room=room)
+        requests = self.dispatcher.admit(time.monotonic())
         if requests:
             self.engine.submit(requests)
             self.room.set()

@@ -47,6 +47,7 @@ class WorkerOptions:
     read_ahead_budgets: int | None = None  # see DispatchPolicy
     arrival_order: bool | None = None  # see DispatchPolicy
     share_prefixes: bool | None = None  # see DispatchPolicy
+    max_in_engine: int | None = None  # see DispatchPolicy
 
     @property
     def dispatch_policy(self) -> DispatchPolicy:
@@ -57,4 +58,5 @@ class WorkerOptions:
             read_ahead_budgets=self.read_ahead_budgets,
             arrival_order=self.arrival_order,
             share_prefixes=self.share_prefixes,
+            max_in_engine=self.max_in_engine,
         )

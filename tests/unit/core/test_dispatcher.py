@@ -26,8 +26,9 @@ CAPACITY = Capacity(
 )
 
 
-def dispatcher() -> Dispatcher:
-    return Dispatcher(CONFIG, CAPACITY, DispatchPolicy(), consumer="w1")
+def dispatcher(max_in_engine: int | None = None) -> Dispatcher:
+    policy = DispatchPolicy(max_in_engine=max_in_engine)
+    return Dispatcher(CONFIG, CAPACITY, policy, consumer="w1")
 
 
 def entry(
@@ -47,7 +48,10 @@ def test_marks_and_read_ahead_come_from_the_capacity() -> None:
     d = dispatcher()
     assert (d.budget.marks.high_water_tokens, d.budget.marks.low_water_tokens) == (900, 800)
     assert d.queue.max_tokens == 900
-    assert "budget high=900 low=800 tokens; read-ahead 900 tokens; lanes 64,128" in d.describe()
+    assert (
+        "budget high=900 low=800 tokens; read-ahead 900 tokens; at most 10 requests in the "
+        "engine; lanes 64,128"
+    ) in d.describe()
 
 
 def test_with_no_backlog_the_read_blocks_on_every_lane() -> None:
@@ -89,33 +93,54 @@ def test_accept_queues_what_it_can_and_says_what_to_dead_letter_and_hand_back() 
 def test_admission_follows_the_queue_and_stops_at_high_water_until_low_water() -> None:
     d = dispatcher()
     d.accept([entry(1, cls="a"), entry(2, cls="b"), entry(3, cls="a")], 0.0, 100.0)
-    requests = d.admit(0.0, engine_room=8)
+    requests = d.admit(0.0)
     # One prefix class at a time: both "a" jobs before the "b" one.
     assert [r.prefix_class for r in requests] == ["a", "a", "b"]
     assert [r.request_id for r in requests] == [1, 2, 3]
     assert [r.pad_to for r in requests] == [64, 64, 64]
     d.accept([entry(n) for n in range(4, 12)], 0.0, 100.0)
-    more = d.admit(0.0, engine_room=8)
+    more = d.admit(0.0)
     assert len(more) == 6 and d.budget.in_flight_tokens == 900  # high water reached
     assert not d.budget.is_open
     d.finish([out(1)], 101.0)  # 800 in flight: not below low water yet
-    assert d.admit(0.0, engine_room=8) == []
+    assert d.admit(0.0) == []
     d.finish([out(2)], 101.0)  # 700: the gate opens again
-    assert len(d.admit(0.0, engine_room=8)) == 2
+    assert len(d.admit(0.0)) == 2
 
 
-def test_admission_respects_the_engine_room_and_a_stop() -> None:
-    d = dispatcher()
-    d.accept([entry(n) for n in range(1, 6)], 0.0, 100.0)
-    assert len(d.admit(0.0, engine_room=2)) == 2
+def test_admission_keeps_at_most_the_cap_in_the_engine_and_stops_on_a_stop() -> None:
+    d = dispatcher(max_in_engine=2)
+    d.accept([entry(n, lane=64, max_new=1) for n in range(1, 6)], 0.0, 100.0)
+    first = d.admit(0.0)
+    assert len(first) == 2 and d.admit(0.0) == []  # the budget has room; the engine has not
+    d.finish([out(first[0].request_id)], 101.0)
+    assert len(d.admit(0.0)) == 1  # one returned, one more goes in
     d.stop_admitting()
-    assert d.admit(0.0, engine_room=8) == []
+    assert d.admit(0.0) == []
+
+
+def test_the_default_cap_is_the_engine_batch_and_a_quarter_more() -> None:
+    assert dispatcher().engine_cap == 10  # a batch of 8, 2 more waiting
+    assert DispatchPolicy().engine_cap(1) == 2  # at least one waiting
+    assert DispatchPolicy(max_in_engine=3).engine_cap(64) == 3
+    with pytest.raises(ValueError, match="max_in_engine"):
+        DispatchPolicy(max_in_engine=0)
+
+
+def test_a_lost_request_keeps_its_engine_slot_until_the_engine_returns_it() -> None:
+    d = dispatcher(max_in_engine=1)
+    d.accept([entry(1), entry(2)], 0.0, 100.0)
+    [running] = d.admit(0.0)
+    d.lose({(64, b"1-0")})
+    assert d.admit(0.0) == []  # cancelled, but still in the engine
+    d.finish([out(running.request_id, FinishReason.CANCELLED)], 101.0)
+    assert len(d.admit(0.0)) == 1
 
 
 def test_finish_releases_the_budget_and_encodes_one_result_per_output() -> None:
     d = dispatcher()
     d.accept([entry(1, deliveries=2)], 0.0, 100.0)
-    [request] = d.admit(0.0, engine_room=8)
+    [request] = d.admit(0.0)
     finished = d.finish([out(request.request_id, FinishReason.STOP)], 105.0)
     assert d.budget.in_flight_tokens == 0
     [held] = finished.written
@@ -132,7 +157,7 @@ def test_finish_releases_the_budget_and_encodes_one_result_per_output() -> None:
 def test_settle_after_replies_counts_each_outcome_and_lets_go_of_the_entries() -> None:
     d = dispatcher()
     d.accept([entry(1), entry(2)], 0.0, 100.0)
-    ids = [r.request_id for r in d.admit(0.0, engine_room=8)]
+    ids = [r.request_id for r in d.admit(0.0)]
     finished = d.finish([out(i) for i in ids], 101.0)
     d.committed(finished.written, [CompleteReply.OK, CompleteReply.DUPLICATE])
     assert (d.counts.completed, d.counts.duplicates) == (1, 1)
@@ -145,7 +170,7 @@ def test_settle_after_replies_counts_each_outcome_and_lets_go_of_the_entries() -
 def test_an_engine_error_is_retried_until_max_deliveries_then_dead_lettered() -> None:
     d = dispatcher()
     d.accept([entry(1, deliveries=2), entry(2, deliveries=3)], 0.0, 100.0)
-    ids = [r.request_id for r in d.admit(0.0, engine_room=8)]
+    ids = [r.request_id for r in d.admit(0.0)]
     finished = d.finish([out(i, FinishReason.ERROR, error="oom") for i in ids], 101.0)
     assert finished.completions == []
     assert finished.retries == [Retry(64, b"1-0", idle_ms=20_000)]  # twice the lease
@@ -159,7 +184,7 @@ def test_an_engine_error_is_retried_until_max_deliveries_then_dead_lettered() ->
 def test_cancelled_at_teardown_is_left_pending_and_an_unknown_output_is_an_invariant() -> None:
     d = dispatcher()
     d.accept([entry(1)], 0.0, 100.0)
-    [request] = d.admit(0.0, engine_room=8)
+    [request] = d.admit(0.0)
     assert d.finish([out(request.request_id, FinishReason.CANCELLED)], 101.0).retries == []
     assert d.is_idle and d.counts.lease_lost == 0
     with pytest.raises(RuntimeError, match="unknown request 99"):
@@ -167,9 +192,9 @@ def test_cancelled_at_teardown_is_left_pending_and_an_unknown_output_is_an_invar
 
 
 def test_a_lost_lease_drops_queued_entries_and_cancels_running_ones() -> None:
-    d = dispatcher()
+    d = dispatcher(max_in_engine=2)
     d.accept([entry(1), entry(2), entry(3)], 0.0, 100.0)
-    [running, finishing] = d.admit(0.0, engine_room=2)
+    [running, finishing] = d.admit(0.0)
     finished = d.finish([out(finishing.request_id)], 101.0)
     cancels, num_lost = d.lose({(64, b"1-0"), (64, b"2-0"), (64, b"3-0"), (64, b"9-0")})
     # The running one is cancelled in the engine; the finished one is the complete
@@ -185,9 +210,9 @@ def test_a_lost_lease_drops_queued_entries_and_cancels_running_ones() -> None:
 
 
 def test_a_graceful_stop_hands_back_everything_unstarted() -> None:
-    d = dispatcher()
+    d = dispatcher(max_in_engine=1)
     d.accept([entry(1), entry(2), entry(3)], 0.0, 100.0)
-    d.admit(0.0, engine_room=1)
+    d.admit(0.0)
     assert d.release_unstarted() == [HandBack(64, b"2-0", "j2"), HandBack(64, b"3-0", "j3")]
     assert len(d.holdings) == 1 and not d.is_admitting
 
@@ -201,11 +226,12 @@ def test_reclaim_asks_only_for_what_the_room_holds() -> None:
 
 
 def test_an_engine_that_does_not_pad_is_charged_its_prompt_and_the_backlog_its_padding() -> None:
-    d = Dispatcher(CONFIG, replace(CAPACITY, pads_prompts=False), DispatchPolicy(), consumer="w1")
+    policy = DispatchPolicy(max_in_engine=30)
+    d = Dispatcher(CONFIG, replace(CAPACITY, pads_prompts=False), policy, consumer="w1")
     # Prompts of 3 tokens + 36 new: 39 budget tokens each, 100 padded in the lane's backlog.
     d.accept([entry(n) for n in range(1, 31)], 0.0, 100.0)
     assert len(d.queue) == 23  # 23 * 39 = 897 of the 900-token read-ahead
-    requests = d.admit(0.0, engine_room=30)
+    requests = d.admit(0.0)
     assert len(requests) == 23 and d.budget.in_flight_tokens == 23 * 39
     finished = d.finish([out(requests[0].request_id)], 101.0)
     assert d.budget.in_flight_tokens == 22 * 39
@@ -264,7 +290,7 @@ def test_arrival_order_queues_entries_by_stream_id_across_lanes() -> None:
     early = Claimed(128, b"1700000000001-5", entry(1, lane=128, max_new=33).fields, 1)
     earliest = Claimed(64, b"1700000000001-0", entry(3, max_new=34).fields, 1)
     d.accept([late, early, earliest], 0.0, 0.0)
-    requests = d.admit(0.0, engine_room=8)
+    requests = d.admit(0.0)
     assert [r.max_new_tokens for r in requests] == [34, 33, 32]
 
 

@@ -98,9 +98,10 @@ def claimed(n: int, cls: str | None) -> Claimed:
 
 def admitted(policy: DispatchPolicy, cls: str | None) -> tuple[Dispatcher, list[int]]:
     # read ahead deep enough to hold all 30 (the default holds one budget of full costs)
-    d = Dispatcher(CONFIG, CAPACITY, replace(policy, read_ahead_budgets=5), consumer="w1")
+    deep = replace(policy, read_ahead_budgets=5, max_in_engine=100)
+    d = Dispatcher(CONFIG, CAPACITY, deep, consumer="w1")
     d.accept([claimed(n, cls) for n in range(1, 31)], 0.0, 0.0)
-    return d, [r.request_id for r in d.admit(0.0, engine_room=100)]
+    return d, [r.request_id for r in d.admit(0.0)]
 
 
 def test_the_dispatcher_admits_more_of_a_class_and_releases_every_token() -> None:

@@ -16,6 +16,7 @@ def test_every_dispatch_policy_field_is_a_worker_option_that_reaches_the_policy(
         "read_ahead_budgets": 7,
         "arrival_order": False,
         "share_prefixes": False,
+        "max_in_engine": 12,
     }
     assert {f.name for f in fields(DispatchPolicy)} == set(values)
     policy = WorkerOptions(consumer="w", **values).dispatch_policy  # type: ignore[arg-type]
