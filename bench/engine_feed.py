@@ -41,7 +41,7 @@ from bench.feed_contenders import LANES, VOCAB, Served, direct, fabric, naive
 from bench.feed_plot import save_plot
 from bench.feed_tables import arrivals_table, table
 from bench.feed_timeline import Timeline, summarise
-from bench.feed_waits import queue_waits, wait_figures
+from bench.feed_waits import passed_over, queue_waits, wait_figures
 from bench.shared_engine import EngineHost
 from engines.contract import EngineRequest
 
@@ -119,7 +119,8 @@ def measured(host: EngineHost, name: str, serve: Serve, jobs: list[EngineRequest
     if served.driver_cpu_s is not None:
         figures["worker_cpu_us_per_job"] = round(1e6 * served.driver_cpu_s / num_jobs)
     if served.claimed_at:
-        figures |= wait_figures(queue_waits(timeline, jobs, served.claimed_at))
+        waits = queue_waits(timeline, jobs, served.claimed_at)
+        figures |= wait_figures(waits, passed_over(timeline, jobs))
     figures["ms_per_step"] = round(1000 * figures["busy_s"] / max(1, figures["num_steps"]), 2)
     return Run(name, wall_s, call_s, served.outputs, hit_rate(before, after), figures, timeline)
 
@@ -222,6 +223,7 @@ def build_model(out: Path) -> Path:
 @click.option("--with-proxy", is_flag=True, help="Also the fabric with a thread hop per call.")
 @click.option("--with-lane-by-lane", is_flag=True, help="Also the fabric reading lane by lane.")
 @click.option("--with-unshared", is_flag=True, help="Also each read-ahead, prefixes unshared.")
+@click.option("--with-uncapped", is_flag=True, help="Also each fabric, max_in_engine lifted.")
 @click.option("--age-bound", type=float, default=None, help="Also each read-ahead, age bound S.")
 @click.option(
     "--read-ahead", type=int, multiple=True, help="Also the fabric reading N budgets ahead."
@@ -240,6 +242,7 @@ def main(
     with_proxy: bool,
     with_lane_by_lane: bool,
     with_unshared: bool,
+    with_uncapped: bool,
     age_bound: float | None,
     read_ahead: tuple[int, ...],
 ) -> None:
@@ -267,6 +270,10 @@ def main(
         if age_bound is not None:
             policy = {"read_ahead_budgets": depth, "class_max_wait_s": age_bound}
             variants[f"fabric read-ahead {depth} age {age_bound:g}s"] = {"policy": policy}
+    if with_uncapped:  # how the fabric fed the engine before max_in_engine (section 7.4)
+        for name, kw in [("fabric", {}), *variants.items()]:
+            policy = {**kw.get("policy", {}), "max_in_engine": 10**6}
+            variants[f"{name} uncapped"] = {**kw, "policy": policy}
     ragged = ragged_jobs(48 if quick else 192, 32 if quick else 64)
     classes = class_jobs(per_class or (2 if quick else 6), num_classes, prefix_tokens)
     started = time.monotonic()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import functools
 import random
 import threading
 import time
@@ -80,9 +81,14 @@ def produce(offsets: Sequence[float], submit: Callable[[int], None]) -> threadin
 
 
 def fabric_arrivals(
-    host: EngineHost, url: str, jobs: Sequence[EngineRequest], offsets: Sequence[float]
+    host: EngineHost,
+    url: str,
+    jobs: Sequence[EngineRequest],
+    offsets: Sequence[float],
+    policy: dict[str, Any] | None = None,
 ) -> Arrived:
-    """A long-running worker on the shared engine; stopped once every result is in."""
+    """A long-running worker on the shared engine; stopped once every result is in.
+    ``policy``: WorkerOptions fields."""
     from fabric_worker.broker.connection import connect_async
     from fabric_worker.broker.namespace import init_namespace
     from fabric_worker.broker.streams import Broker
@@ -106,7 +112,7 @@ def fabric_arrivals(
 
     async def serve() -> ExitCode:
         async_client = connect_async(url)
-        options = WorkerOptions(consumer="feed", log_every_s=3600.0)
+        options = WorkerOptions(consumer="feed", log_every_s=3600.0, **(policy or {}))
         broker = Broker(async_client, keys, options.consumer, retention_s=600)
         wrap = lambda e: Recorder(e, got.timeline)  # noqa: E731
         unused = lambda: wrap(EngineProxy(host))  # noqa: E731  (the hosted thread wraps its own)
@@ -217,6 +223,7 @@ def figures(name: str, got: Arrived, reference: dict[int, list[int]]) -> dict[st
         "busy_queued": round(busy_while_queued(got), 4),
         **{f"p{q}_s": round(percentile(latencies, q), 3) for q in (50, 90, 99)},
         "tokens_match": got.outputs == reference,
+        "max_in_engine": max((count for _, count in in_flight(got.timeline)), default=0),
     }
     if got.driver_cpu_s is not None:
         row["worker_cpu_us_per_job"] = round(1e6 * got.driver_cpu_s / len(got.outputs))
@@ -237,7 +244,10 @@ def bench_arrivals(
     offsets = poisson_offsets(RATE_FACTOR * capacity, duration_s)
     jobs = mix(len(offsets))
     reference = {rid: out.tokens for rid, out in _direct_outputs(host, jobs).items()}
-    serve = {"fabric": fabric_arrivals, "naive queue": naive_arrivals}
+    # "uncapped": the engine cap lifted, so only the token budget bounds what the
+    # worker hands the engine (how the fabric fed it before max_in_engine).
+    uncapped = functools.partial(fabric_arrivals, policy={"max_in_engine": 10**6})
+    serve = {"fabric": fabric_arrivals, "fabric uncapped": uncapped, "naive queue": naive_arrivals}
     rows, last = [], {}
     for r in range(rounds):
         for name in list(serve) if r % 2 == 0 else list(serve)[::-1]:

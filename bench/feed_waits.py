@@ -5,6 +5,11 @@ a job held longer than the bound goes before younger ones of other classes. The 
 it governs runs from the job's claim (the result's ``started_at``, when it entered
 the queue) to its submit to the engine, found in the timeline by its prompt (every
 prompt of the class workload is its own: a random tail follows the shared prefix).
+
+No order can keep every job's wait under a bound shorter than the time the engine
+takes to serve what is queued ahead of it; what class-first ordering adds, and what
+the bound limits, is the time a job is passed over: from the first engine submit of
+a job submitted after it to its own (zero under first-come order).
 """
 
 from __future__ import annotations
@@ -29,8 +34,24 @@ def queue_waits(
     return waits
 
 
-def wait_figures(waits: Sequence[float]) -> dict[str, float]:
-    return {
+def passed_over(timeline: Timeline, jobs: Sequence[EngineRequest]) -> list[float]:
+    """Per job given to the engine, in ``jobs``' (submit) order: seconds from the
+    first engine submit of any later job to its own, or 0 if none went before it."""
+    given_at = {prompt: at for at, prompt in reversed(timeline.given)}  # the first submit
+    times = [given_at.get(tuple(job.prompt)) for job in jobs]
+    passed, first_later = [], float("inf")
+    for at in reversed(times):
+        if at is not None:
+            passed.append(max(0.0, at - first_later))
+            first_later = min(first_later, at)
+    return passed[::-1]
+
+
+def wait_figures(waits: Sequence[float], passed: Sequence[float] = ()) -> dict[str, float]:
+    figures = {
         "wait_p99_s": round(percentile(waits, 99), 3),
         "wait_max_s": round(max(waits, default=0.0), 3),
     }
+    if passed:
+        figures["passed_over_max_s"] = round(max(passed), 3)
+    return figures

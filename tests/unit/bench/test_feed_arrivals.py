@@ -11,7 +11,7 @@ import pytest
 from bench.feed_arrivals import Arrived, busy_while_queued, percentile, poisson_offsets
 from bench.feed_plot import busy_curve, save_plot
 from bench.feed_timeline import Timeline
-from bench.feed_waits import queue_waits, wait_figures
+from bench.feed_waits import passed_over, queue_waits, wait_figures
 from engines.contract import EngineRequest
 
 
@@ -76,3 +76,16 @@ def test_a_jobs_queue_wait_runs_from_its_claim_to_its_engine_submit() -> None:
     waits = queue_waits(timeline, jobs, {0: 10.0, 1: 10.0})
     assert sorted(waits) == pytest.approx([0.5, 2.0])
     assert wait_figures(waits) == {"wait_p99_s": 2.0, "wait_max_s": 2.0}
+
+
+def test_a_job_is_passed_over_from_the_first_later_jobs_submit_to_its_own() -> None:
+    jobs = [EngineRequest(i, [1, i], 4) for i in range(4)]
+    # submit order 0..3; the engine got 2 at 1.0, 0 at 1.5, 3 at 2.0, 1 at 3.0; a
+    # resubmit of 2's prompt later does not count
+    given = [(1.0, (1, 2)), (1.5, (1, 0)), (2.0, (1, 3)), (3.0, (1, 1)), (4.0, (1, 2))]
+    passed = passed_over(Timeline(given=given), jobs)
+    assert passed == pytest.approx([0.5, 2.0, 0.0, 0.0])
+    assert wait_figures([1.0], passed)["passed_over_max_s"] == 2.0
+    # first-come order passes nobody over
+    in_order = Timeline(given=[(float(i), (1, i)) for i in range(4)])
+    assert passed_over(in_order, jobs) == [0.0] * 4
