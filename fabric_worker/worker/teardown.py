@@ -44,14 +44,25 @@ async def drain_gracefully(serving: Serving, tasks: list[asyncio.Task[None]]) ->
         host.step(WorkerEvent.DRAINED)
 
 
+# Kept back from the watchdog's deadline for what follows a fatal teardown: the last
+# heartbeat (at most 1 s) and the exit line, which the watchdog's os._exit would cut.
+AFTER_TEARDOWN_S = 1.5
+
+
 async def tear_down(serving: Serving, tasks: list[asyncio.Task[None]]) -> None:
     """Fatal: stop ingress and admission, cancel engine work, flush finished
-    results (broker permitting), exit. The watchdog bounds all of it."""
+    results (broker permitting), exit. The watchdog bounds all of it; each wait
+    here takes only what is left of its deadline, so the exit line gets out."""
+    deadline = time.monotonic() + serving.options.teardown_deadline_s - AFTER_TEARDOWN_S
+
+    def left(most_s: float) -> float:
+        return max(0.0, min(most_s, deadline - time.monotonic()))
+
     ingress, drain, lease, reclaim, report, heartbeat = tasks
     for task in (ingress, reclaim, report, lease, heartbeat):
         task.cancel()
     serving.engine.stop()
-    await asyncio.to_thread(serving.engine.join, 2.0)
+    await asyncio.to_thread(serving.engine.join, left(2.0))
     drain.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     if serving.host.exit_code is not ExitCode.BROKER:
@@ -61,7 +72,7 @@ async def tear_down(serving: Serving, tasks: list[asyncio.Task[None]]) -> None:
         finished = [o for o in outputs if o.finish_reason in done]
         if finished:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(serving.handle_outputs(finished), 2.0)
+                await asyncio.wait_for(serving.handle_outputs(finished), left(2.0))
 
 
 async def last_heartbeat(serving: Serving) -> None:
