@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fabric_worker.broker import batches
+from fabric_worker.broker.batches import CancelOutcome
 from fabric_worker.broker.lookup import Lookup, lookup
 from fabric_worker.wire.batch_record import BatchCounts
 from producers.validation import check_batch
@@ -51,10 +52,12 @@ class BatchMethods:
         lanes = self.config.lanes
         return self._retrying_call(lambda: batches.list_batches(self._redis, self.keys, lanes))
 
-    def cancel_batch(self, name: str) -> int:
+    def cancel_batch(self, name: str) -> CancelOutcome:
         """Cancel every job of the batch not yet finished; each gets a result
-        with finish_reason ``cancelled``. Returns how many this call cancelled.
-        The batch takes no new jobs afterwards."""
+        with finish_reason ``cancelled``. Returns how many this call cancelled,
+        and the batch's entries it left because their header is malformed (a
+        worker dead-letters each, with its reason). The batch takes no new
+        jobs afterwards."""
         check_batch(name)
         lanes, retention_s = self.config.lanes, self.config.retention_s
         return batches.cancel(self._redis, self.keys, lanes, name, retention_s=retention_s)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from redis.cluster import RedisCluster
@@ -31,6 +32,7 @@ from fabric_worker.wire.entries import (
     result_json,
 )
 from fabric_worker.wire.keys import Keys
+from fabric_worker.wire.replies import CancelReply
 
 CHUNK = 500  # entries read and cancelled per call: bounded work per script
 
@@ -124,8 +126,37 @@ def _cancelled_header(header: dict[str, Any], name: str, now_unix: float) -> byt
     return encode_result(result)["h"]
 
 
-def cancel(client: Any, keys: Keys, lanes: Sequence[int], name: str, *, retention_s: int) -> int:
-    """Cancel the batch's unfinished jobs; returns how many this call cancelled.
+@dataclass(frozen=True, slots=True)
+class MalformedEntry:
+    """An entry of the batch that a cancel left queued: its header does not
+    say enough to settle it (a worker that reads it dead-letters it)."""
+
+    lane: int
+    entry_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    """What one cancel did: the jobs it cancelled, and the entries it left."""
+
+    num_cancelled: int = 0
+    malformed: tuple[MalformedEntry, ...] = ()
+
+
+def _cost(lane: int, header: dict[str, Any]) -> int | None:
+    """The job's padded cost by its header; None where the header gives none."""
+    max_new = header.get("max_new_tokens")
+    if isinstance(max_new, bool) or not isinstance(max_new, int) or max_new < 1:
+        return None
+    return lane + max_new
+
+
+def cancel(
+    client: Any, keys: Keys, lanes: Sequence[int], name: str, *, retention_s: int
+) -> CancelOutcome:
+    """Cancel the batch's unfinished jobs: how many this call cancelled, and
+    the batch's entries it could not settle for a malformed header.
 
     Every lane is marked first (submit refuses the batch from then on), so a
     job that got in before its lane was marked is still in the stream when
@@ -134,22 +165,29 @@ def cancel(client: Any, keys: Keys, lanes: Sequence[int], name: str, *, retentio
     marks = [scripts.cancel(keys, lane, name, [], retention_s=retention_s) for lane in lanes]
     _run(client, script, marks)
     num_cancelled = 0
+    malformed: list[MalformedEntry] = []
     for lane in lanes:
         for page in _pages(client, keys.jobs(lane), 0):
             now = time.time()
             jobs = []
             for entry_id, fields in page:
                 header = peek_header(fields)
-                max_new = header.get("max_new_tokens")
-                if header.get("batch") != name or not isinstance(header.get("id"), str):
+                if header.get("batch") != name:
                     continue
-                cost = lane + max_new if isinstance(max_new, int) and max_new > 0 else 0
+                if not isinstance(header.get("id"), str):
+                    malformed.append(MalformedEntry(lane, entry_id, "its header has no job id"))
+                    continue
+                cost = _cost(lane, header)
                 jobs.append((entry_id, header["id"], cost, _cancelled_header(header, name, now)))
             if jobs:
                 call = scripts.cancel(keys, lane, name, jobs, retention_s=retention_s)
-                replies = _run(client, script, [call])[0]
-                num_cancelled += sum(text(r) == "cancelled" for r in replies)
-    return num_cancelled
+                replies = scripts.cancel_replies(_run(client, script, [call])[0])
+                for (entry_id, *_), reply in zip(jobs, replies, strict=True):
+                    num_cancelled += reply is CancelReply.CANCELLED
+                    if reply is CancelReply.MALFORMED:
+                        why = "its header has no valid max_new_tokens"
+                        malformed.append(MalformedEntry(lane, entry_id, why))
+    return CancelOutcome(num_cancelled, tuple(malformed))
 
 
 def delete(client: Any, keys: Keys, lanes: Sequence[int], name: str) -> BatchCounts | None:

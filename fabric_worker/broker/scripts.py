@@ -24,7 +24,7 @@ from redis.commands.core import AsyncScript, Script
 from fabric_worker.broker import text
 from fabric_worker.wire.claims import Completion, DeadLetter, HandBack, Retry
 from fabric_worker.wire.keys import GROUP, Keys
-from fabric_worker.wire.replies import CompleteReply, DeadLetterReply, ReplayReply
+from fabric_worker.wire.replies import CancelReply, CompleteReply, DeadLetterReply, ReplayReply
 
 _INCLUDE = re.compile(r"^-- include: (.+)$", re.M)
 
@@ -189,15 +189,16 @@ def cancel(
     keys: Keys,
     lane: int,
     batch: str,
-    jobs: Sequence[tuple[str, str, int, bytes]],
+    jobs: Sequence[tuple[str, str, int | None, bytes]],
     *,
     retention_s: int,
 ) -> Call:
-    """``jobs``: (entry id, job id, padded cost, cancelled result header) of
-    each of the batch's entries of ``lane``; none just marks the lane."""
+    """``jobs``: (entry id, job id, padded cost or None where the entry's
+    header gives none, cancelled result header) of each of the batch's
+    entries of ``lane``; none just marks the lane."""
     args: list[Any] = [GROUP, retention_s, batch]
     for entry_id, _, cost, header in jobs:
-        args += [entry_id, cost, header]
+        args += [entry_id, "" if cost is None else cost, header]
     return Call(
         "cancel",
         [
@@ -223,6 +224,11 @@ def complete_replies(raw: Sequence[Any]) -> list[CompleteReply | str]:
         t = text(r)
         replies.append(t if t.startswith("error") else CompleteReply(t))
     return replies
+
+
+def cancel_replies(raw: Sequence[Any]) -> list[CancelReply]:
+    """One reply per entry of the call, in order."""
+    return [CancelReply(text(r)) for r in raw]
 
 
 def dead_letter_reply(raw: object) -> DeadLetterReply:

@@ -163,8 +163,14 @@ def cancel(ctx: Context, name: str) -> None:
     batch takes no new jobs afterwards."""
     client = _client(ctx)
     _known(client, name)
-    num = client.cancel_batch(name)
-    click.echo(f"cancelled {num} job(s)")
+    outcome = client.cancel_batch(name)
+    click.echo(f"cancelled {outcome.num_cancelled} job(s)")
+    for entry in outcome.malformed:
+        click.echo(
+            f"left entry {entry.entry_id} of lane {entry.lane}: {entry.reason} "
+            "(a worker dead-letters it)",
+            err=True,
+        )
     click.echo(_line(_known(client, name)))
 
 

@@ -31,3 +31,11 @@ class ReplayReply(StrEnum):
     GONE = "gone"  # deleted or replayed by someone else meanwhile
     DONE = "done"  # the job has a result; kept
     QUEUED = "queued"  # the job was submitted again; kept
+
+
+class CancelReply(StrEnum):
+    """``cancel.lua``: what became of one of the batch's entries."""
+
+    CANCELLED = "cancelled"  # given its cancelled result now
+    FINISHED = "finished"  # done, dead or superseded already: nothing done
+    MALFORMED = "malformed"  # queued, but its header gives no cost: nothing done

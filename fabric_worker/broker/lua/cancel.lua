@@ -5,8 +5,9 @@
 -- KEYS[4] the batch's record in this lane   KEYS[5] the lane's batch index
 -- KEYS[5 + i] job-state key of job i
 -- ARGV[1] group  ARGV[2] retention s  ARGV[3] batch name
--- ARGV[4 + 3(i-1)..] job i: entry id, padded cost, result header (finish_reason
--- cancelled; the result's tokens are empty)
+-- ARGV[4 + 3(i-1)..] job i: entry id, padded cost ('' when the entry's header
+-- does not say), result header (finish_reason cancelled; the result's tokens
+-- are empty)
 --
 -- First the record is marked cancelled (created if the lane had none), so
 -- that submit.lua refuses new jobs for the batch in this lane from now on.
@@ -17,7 +18,13 @@
 -- nothing. A job finished meanwhile (or another entry of its id) is left
 -- alone: completion and cancel settle each job once, whichever comes first.
 --
--- Returns one reply per job: "cancelled" or "finished" (nothing done).
+-- A queued job whose cost is not a count (its entry's header is malformed) is
+-- left alone too: releasing a guessed cost would skew the backlog, and the
+-- worker that reads the entry dead-letters it with its reason, which counts
+-- it once.
+--
+-- Returns one reply per job: "cancelled", "finished" (nothing done) or
+-- "malformed" (queued, but its cost unknown: nothing done).
 -- include: settle, state, batch
 local group, retention, name = ARGV[1], ARGV[2], ARGV[3]
 local num_jobs = #KEYS - 5
@@ -38,15 +45,17 @@ for i = 1, num_jobs do
   local a = 4 + 3 * (i - 1)
   local entry_id, cost = ARGV[a], ARGV[a + 1]
   local state = redis.call('GET', KEYS[5 + i])
-  if state and is_queued_as(state, entry_id) and string.match(cost, '^%d+$') then
+  if not (state and is_queued_as(state, entry_id)) then
+    replies[i] = 'finished'
+  elseif not string.match(cost, '^%d+$') then
+    replies[i] = 'malformed'
+  else
     local added = redis.call('XADD', KEYS[2], '*', 'h', ARGV[a + 2], 't', '')
     redis.call('SET', KEYS[5 + i], 'done ' .. added, 'EX', retention)
     ack_and_delete(KEYS[1], group, entry_id)
     release_backlog(KEYS[3], cost)
     batch_settle(record, 'cancelled', retention)
     replies[i] = 'cancelled'
-  else
-    replies[i] = 'finished'
   end
 end
 return replies

@@ -185,11 +185,11 @@ def test_cancel_racing_a_completion_settles_each_job_once_either_way(
     held = claim(redis_client, keys, 64)
     # Completed before the cancel: the cancel leaves it alone.
     assert complete(redis_client, keys, 64, "early", held["early"], "r") is CompleteReply.OK
-    assert client.cancel_batch("r") == 1
+    assert client.cancel_batch("r").num_cancelled == 1
     # Completed after the cancel (a worker that had not renewed yet): only acked.
     assert complete(redis_client, keys, 64, "late", held["late"], "r") is CompleteReply.DUPLICATE
     assert counts(client, "r") == (2, 1, 0, 1)
-    assert client.cancel_batch("r") == 0  # nothing left: counts nothing twice
+    assert client.cancel_batch("r").num_cancelled == 0  # nothing left: counts nothing twice
     assert counts(client, "r") == (2, 1, 0, 1)
     results = {
         decode_result(f).id: decode_result(f) for _, f in redis_client.xrange(keys.results(64))
@@ -203,12 +203,46 @@ def test_cancel_racing_a_completion_settles_each_job_once_either_way(
     assert client.result("late").state == "done"  # finished, its result says cancelled
 
 
+def test_cancel_reports_entries_it_cannot_settle_and_leaves_them_to_a_worker(
+    redis_client: redis.Redis, keys: Keys
+) -> None:
+    client = client_for(redis_client, keys)
+    client.submit([short("good"), short("bad")], batch="m")
+    # "bad" is queued, but its entry's header went wrong: it gives no cost.
+    [(bad_entry, _)] = [
+        (e, f) for e, f in redis_client.xrange(keys.jobs(64)) if b'"id":"bad"' in f[b"h"]
+    ]
+    redis_client.xdel(keys.jobs(64), bad_entry)
+    header = b'{"id":"bad","batch":"m","max_new_tokens":"eight"}'
+    bad_entry = redis_client.xadd(keys.jobs(64), {"h": header, "t": b""})
+    redis_client.set(keys.job(64, "bad"), b"queued " + bad_entry + b" n")
+    # A hand-written entry of the batch with no id at all.
+    stray = redis_client.xadd(keys.jobs(64), {"h": b'{"batch":"m"}', "t": b""})
+    outcome = client.cancel_batch("m")
+    assert outcome.num_cancelled == 1
+    assert {e.entry_id: (e.lane, e.reason) for e in outcome.malformed} == {
+        bad_entry.decode(): (64, "its header has no valid max_new_tokens"),
+        stray.decode(): (64, "its header has no job id"),
+    }
+    # Nothing of "bad" was touched: still queued, its cost still held.
+    assert redis_client.get(keys.job(64, "bad")) == b"queued " + bad_entry + b" n"
+    assert int(redis_client.get(keys.backlog(64)) or 0) == 64 + MAX_NEW
+    assert counts(client, "m") == (2, 0, 0, 1)
+    assert not client.batch("m").is_finished  # type: ignore[union-attr]
+    # The worker that reads it dead-letters it: counted once, the batch ends.
+    assert dead_letter(redis_client, keys, 64, "bad", bad_entry, "m") is DeadLetterReply.DEAD
+    assert counts(client, "m") == (2, 0, 1, 1)
+    assert client.batch("m").is_finished  # type: ignore[union-attr]
+    again = client.cancel_batch("m")
+    assert (again.num_cancelled, [e.entry_id for e in again.malformed]) == (0, [stray.decode()])
+
+
 def test_a_cancelled_batch_refuses_new_jobs_in_every_lane(
     redis_client: redis.Redis, keys: Keys
 ) -> None:
     client = client_for(redis_client, keys)
     client.submit([short("a")], batch="c")
-    assert client.cancel_batch("c") == 1
+    assert client.cancel_batch("c").num_cancelled == 1
     # Lane 128 never had a job of the batch: it refuses one all the same.
     with pytest.raises(BatchCancelledError, match="batch c was cancelled"):
         client.submit([long("b")], batch="c")
