@@ -80,19 +80,33 @@ def test_a_put_waiting_when_the_worker_stops_drops_its_batch() -> None:
     assert ids(box.take(10)) == [0]
 
 
+class WatchedCondition(threading.Condition):
+    """A condition that says when a thread first waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = threading.Event()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waiting.set()  # still under the lock: a put cannot land before the wait
+        return super().wait(timeout)
+
+
 def test_a_take_with_a_timeout_waits_for_the_next_put() -> None:
     box = Outbox(max_outputs=10)
-    started = threading.Event()
+    cond = box._cond = WatchedCondition()
 
-    def put_later() -> None:
-        started.wait(10)
-        box.put(outputs(0, 2), is_stopping=never)
+    def put_once_take_waits() -> None:
+        # put() needs the lock, which take() gives up only inside its wait: the
+        # outputs arrive while take() is waiting, never before it.
+        if cond.waiting.wait(10):
+            box.put(outputs(0, 2), is_stopping=never)
 
-    putter = threading.Thread(target=put_later)
+    putter = threading.Thread(target=put_once_take_waits)
     putter.start()
-    started.set()
     assert ids(box.take(10, timeout_s=10)) == [0, 1]
     putter.join(10)
+    assert cond.waiting.is_set()  # it did wait: the outputs could not have come first
 
 
 def test_a_take_without_a_timeout_never_waits() -> None:
